@@ -1,0 +1,223 @@
+"""Parse a released ``mocap-s{S}-d{D}.mat`` file: 3D markers, per-camera frame indices, calibration.
+
+No ``datasets`` and no file-system or network access: `read_mocap` takes an already opened binary
+file object (local file, zip member or remote fsspec file alike) and `parse_mocap` takes the
+variables ``scipy.io.loadmat`` returned. Every structural problem raises `MocapFormatError` naming
+the file, the field, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import mat_struct
+
+from .camera import Camera
+from .errors import MocapFormatError
+from .manifest import CAMERAS, MARKER_NAMES
+
+_CAMERA_FIELD_RE = re.compile(r"^Camera(\d+)$")
+_FIX = "Re-download this file from the figshare record (article 13739233) or fix the copy."
+
+
+@dataclass(frozen=True)
+class MocapRecording:
+    """The content of one ``mocap-*.mat`` file.
+
+    Attributes:
+        name: the file's ``name`` variable (e.g. ``"Subject1-Day1"``), or "" when absent.
+        keypoints_3d: (N, 20, 3) float64 world coordinates in mm, markers in `MARKER_NAMES` order,
+            NaN where a marker was not tracked (kept as released).
+        frame_index: camera number → (N,) int64: for mocap sample t, the 0-based global video frame
+            index of that camera. Not assumed monotonic nor free of repeats.
+        cameras: camera number → `Camera` (MATLAB calibration).
+    """
+
+    name: str
+    keypoints_3d: np.ndarray
+    frame_index: dict[int, np.ndarray]
+    cameras: dict[int, Camera]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.keypoints_3d.shape[0])
+
+
+def read_mocap(file: IO[bytes], source: str) -> MocapRecording:
+    """Read and validate a ``mocap-*.mat`` file from an open binary file object.
+
+    Args:
+        file: seekable binary file object positioned anywhere (scipy seeks).
+        source: the file's name or URL, used in error messages.
+
+    Raises:
+        MocapFormatError: unreadable, truncated, MATLAB v7.3 (HDF5), or not the released structure.
+    """
+    try:
+        variables = scipy.io.loadmat(file, struct_as_record=False, squeeze_me=False, mat_dtype=False)
+    except NotImplementedError as error:  # scipy's way of saying "v7.3 / HDF5"
+        raise MocapFormatError(
+            f"{source}: this is a MATLAB v7.3 (HDF5) file ({error}); the release's mocap files are "
+            f"MATLAB v5/v7. {_FIX}"
+        ) from error
+    except Exception as error:  # scipy raises many types on truncated or foreign bytes
+        raise MocapFormatError(
+            f"{source}: cannot be read as a MATLAB .mat file ({type(error).__name__}: {error}). "
+            f"The file is truncated or not a .mat file. {_FIX}"
+        ) from error
+    return parse_mocap(variables, source)
+
+
+def parse_mocap(variables: Mapping[str, Any], source: str) -> MocapRecording:
+    """Validate the variables of a ``mocap-*.mat`` file and build a `MocapRecording`.
+
+    Args:
+        variables: what ``scipy.io.loadmat(..., struct_as_record=False, squeeze_me=False)`` returned.
+        source: the file's name or URL, used in error messages.
+    """
+    missing = [name for name in ("cameras", "mocap") if name not in variables]
+    if missing:
+        found = sorted(key for key in variables if not key.startswith("__"))
+        raise MocapFormatError(
+            f"{source}: missing top-level variable(s) {missing}; found {found}. "
+            f"A RAT7M mocap file holds 'cameras', 'mocap' and 'name'. {_FIX}"
+        )
+    markers = _struct(variables["mocap"], source, "mocap")
+    keypoints_3d = _parse_markers(markers, source)
+    num_samples = keypoints_3d.shape[0]
+    cameras_struct = _struct(variables["cameras"], source, "cameras")
+    cameras: dict[int, Camera] = {}
+    frame_index: dict[int, np.ndarray] = {}
+    # The file stores the cameras in the order 1, 2, 4, 5, 3, 6: key them by number, never by position.
+    for field in cameras_struct._fieldnames:
+        match = _CAMERA_FIELD_RE.match(field)
+        if match is None or int(match.group(1)) not in CAMERAS:
+            continue
+        number = int(match.group(1))
+        camera_struct = _struct(getattr(cameras_struct, field), source, f"cameras.{field}")
+        cameras[number], frame_index[number] = _parse_camera(camera_struct, source, f"cameras.{field}", num_samples)
+    absent = [f"Camera{number}" for number in CAMERAS if number not in cameras]
+    if absent:
+        raise MocapFormatError(
+            f"{source}: field 'cameras' lacks {absent} (found {list(cameras_struct._fieldnames)}). {_FIX}"
+        )
+    return MocapRecording(
+        name=_parse_name(variables.get("name")),
+        keypoints_3d=keypoints_3d,
+        frame_index=dict(sorted(frame_index.items())),
+        cameras=dict(sorted(cameras.items())),
+    )
+
+
+def _struct(value: Any, source: str, field: str) -> mat_struct:
+    """Unwrap a MATLAB 1×1 struct (an object array holding one ``mat_struct``)."""
+    if isinstance(value, mat_struct):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        inner = value.reshape(-1)[0]
+        if isinstance(inner, mat_struct):
+            return inner
+    shape = getattr(value, "shape", None)
+    raise MocapFormatError(
+        f"{source}: field '{field}' should be a 1×1 MATLAB struct, found {type(value).__name__}"
+        f"{'' if shape is None else f' of shape {shape}'}. {_FIX}"
+    )
+
+
+def _numeric(value: Any, source: str, field: str, expected: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        kind = type(value).__name__ if not isinstance(value, np.ndarray) else f"array of {value.dtype}"
+        raise MocapFormatError(f"{source}: field '{field}' should be a numeric {expected} array, found {kind}. {_FIX}")
+    return value
+
+
+def _shape_error(source: str, field: str, expected: str, found: tuple[int, ...]) -> MocapFormatError:
+    return MocapFormatError(
+        f"{source}: field '{field}' should have shape {expected}, found {'×'.join(map(str, found)) or 'scalar'} "
+        f"{found}. {_FIX}"
+    )
+
+
+def _parse_markers(markers: mat_struct, source: str) -> np.ndarray:
+    missing = [name for name in MARKER_NAMES if name not in markers._fieldnames]
+    if missing:
+        raise MocapFormatError(
+            f"{source}: field 'mocap' lacks marker(s) {missing} (found {list(markers._fieldnames)}). {_FIX}"
+        )
+    arrays = []
+    for name in MARKER_NAMES:  # build the marker axis by name, never by struct field order
+        field = f"mocap.{name}"
+        array = _numeric(getattr(markers, name), source, field, "N×3")
+        if array.ndim != 2 or array.shape[1] != 3:
+            raise _shape_error(source, field, "N×3 (x, y, z in mm)", array.shape)
+        if arrays and array.shape[0] != arrays[0].shape[0]:
+            raise MocapFormatError(
+                f"{source}: field '{field}' has {array.shape[0]} rows but 'mocap.{MARKER_NAMES[0]}' has "
+                f"{arrays[0].shape[0]}; every marker must have one row per sample. {_FIX}"
+            )
+        arrays.append(array.astype(np.float64, copy=False))
+    return np.stack(arrays, axis=1)
+
+
+def _field(struct: mat_struct, names: tuple[str, ...], source: str, prefix: str) -> Any:
+    for name in names:
+        if name in struct._fieldnames:
+            return getattr(struct, name)
+    raise MocapFormatError(
+        f"{source}: field '{prefix}.{names[0]}' is missing (found {list(struct._fieldnames)}). {_FIX}"
+    )
+
+
+def _parse_camera(camera: mat_struct, source: str, prefix: str, num_samples: int) -> tuple[Camera, np.ndarray]:
+    def matrix(names: tuple[str, ...], expected_shape: tuple[int, ...], expected: str) -> np.ndarray:
+        field = f"{prefix}.{names[0]}"
+        array = _numeric(_field(camera, names, source, prefix), source, field, expected)
+        if array.shape != expected_shape:
+            raise _shape_error(source, field, expected, array.shape)
+        if not np.all(np.isfinite(array)):
+            raise MocapFormatError(f"{source}: field '{field}' holds NaN or infinite values. {_FIX}")
+        return array
+
+    def vector(names: tuple[str, ...], sizes: tuple[int, ...], expected: str) -> np.ndarray:
+        field = f"{prefix}.{names[0]}"
+        array = _numeric(_field(camera, names, source, prefix), source, field, expected)
+        if array.ndim > 2 or min(array.shape, default=0) != 1 or array.size not in sizes:
+            raise _shape_error(source, field, expected, array.shape)
+        if not np.all(np.isfinite(array)):
+            raise MocapFormatError(f"{source}: field '{field}' holds NaN or infinite values. {_FIX}")
+        return array.reshape(-1)
+
+    intrinsic = matrix(("IntrinsicMatrix",), (3, 3), "3×3")
+    # The file uses lower-case rotationMatrix/translationVector; accept the capitalised spelling the
+    # helper README uses, in case a re-saved copy follows it.
+    rotation = matrix(("rotationMatrix", "RotationMatrix"), (3, 3), "3×3")
+    translation = vector(("translationVector", "TranslationVector"), (3,), "1×3")
+    radial = vector(("RadialDistortion",), (2, 3), "1×2 or 1×3")
+    tangential = vector(("TangentialDistortion",), (2,), "1×2")
+    frame_field = f"{prefix}.frame"
+    frames = _numeric(_field(camera, ("frame",), source, prefix), source, frame_field, f"1×{num_samples}")
+    if frames.shape not in ((1, num_samples), (num_samples, 1)):
+        raise _shape_error(source, frame_field, f"1×{num_samples} (one frame per mocap sample)", frames.shape)
+    frames = frames.reshape(-1)
+    if frames.dtype.kind == "f":
+        if not np.all(np.isfinite(frames)) or np.any(frames != np.round(frames)):
+            raise MocapFormatError(f"{source}: field '{frame_field}' holds non-integer frame indices. {_FIX}")
+    if np.any(frames < 0):
+        raise MocapFormatError(f"{source}: field '{frame_field}' holds negative frame indices. {_FIX}")
+    return (
+        Camera.from_matlab(intrinsic, rotation, translation, radial, tangential),
+        frames.astype(np.int64),
+    )
+
+
+def _parse_name(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.size == 1:
+        return str(value.reshape(-1)[0])
+    if isinstance(value, str):
+        return value
+    return ""
