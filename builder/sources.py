@@ -96,7 +96,7 @@ def scan_local(data_dir: str) -> ReleaseIndex:
         for file_name in sorted(files):
             path = os.path.join(folder, file_name)
             if file_name.lower().endswith(".zip"):
-                _index_zip(path, index)
+                index_zip(path, index)
             else:
                 _add(index, file_name, FileRef(file_name, path, size=os.path.getsize(path)))
     return index
@@ -124,7 +124,13 @@ def check_member_name(archive: str, info: zipfile.ZipInfo) -> None:
         )
 
 
-def _index_zip(path: str, index: ReleaseIndex) -> None:
+def index_zip(path: str, index: ReleaseIndex) -> None:
+    """Add the release files stored in the local zip ``path`` to ``index`` (members read in place).
+
+    Raises:
+        UnsafeArchiveError: a member's path escapes (``..``, absolute) or is a link.
+        MissingFileError: ``path`` is not a readable zip (probably an incomplete download).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -145,6 +151,9 @@ def _index_zip(path: str, index: ReleaseIndex) -> None:
             f"{path}: not a readable zip archive ({error}); it is probably an incomplete download. "
             "Delete it and download the article zip again."
         ) from error
+
+
+_index_zip = index_zip  # the former private name, kept for callers written before it was public
 
 
 def _stored_data_offset(raw: IO[bytes], info: zipfile.ZipInfo) -> int | None:

@@ -1,0 +1,313 @@
+"""Per-shard example generation: the one implementation the builder, streaming and Ray all call.
+
+`plan_shards` turns a selection and a `ReleaseIndex` into small, picklable shard descriptions
+(one per mp4 chunk for ``frames``/``videos``, one per range of samples for ``multiview``, one per
+recording for ``mocap``/``cameras``), validating up front what can be checked cheaply (missing
+chunks, frames past the last chunk). `generate_shard` yields the examples of one shard. Parsed
+motion capture is cached per process, so a worker reads each .mat once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import Camera
+from .errors import MissingFileError, SelectionError
+from .manifest import split_of, subject_and_day
+from .mocap import MocapRecording, read_mocap
+from .sources import FileRef, ReleaseIndex, VideoChunk, describe_names, open_file
+from .video import CameraFrames, probe_video
+
+CONFIG_NAMES = ("mocap", "cameras", "frames", "multiview", "videos")
+#: Configs that read video.
+VIDEO_CONFIGS = ("frames", "multiview", "videos")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a config asks for.
+
+    Attributes:
+        recordings: recording names, in release order.
+        cameras: camera numbers, ascending.
+        frame_step: keep samples whose ``sample_index`` is a multiple of this.
+        jpeg_quality: 1–100.
+    """
+
+    recordings: tuple[str, ...]
+    cameras: tuple[int, ...]
+    frame_step: int = 1
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work (one ``gen_kwargs`` list entry).
+
+    Attributes:
+        config: config name.
+        recording: recording name.
+        mocap: the recording's .mat.
+        chunks: camera → that camera's chunks (all of them: a shard may read across a boundary).
+        camera: for ``frames``/``videos``: the camera; else None.
+        chunk_index: for ``frames``/``videos``: which chunk of ``chunks[camera]``; else None.
+        sample_range: for ``multiview``: ``(start, stop)`` sample indices; else None.
+    """
+
+    config: str
+    recording: str
+    mocap: FileRef
+    chunks: dict[int, tuple[VideoChunk, ...]] = field(default_factory=dict)
+    camera: int | None = None
+    chunk_index: int | None = None
+    sample_range: tuple[int, int] | None = None
+
+
+@functools.lru_cache(maxsize=2)
+def load_mocap(ref: FileRef) -> MocapRecording:
+    """Parse a .mat once per process (shards of the same recording share it)."""
+    with open_file(ref) as file:
+        return read_mocap(file, ref.name)
+
+
+def selected_samples(recording: MocapRecording, frame_step: int) -> np.ndarray:
+    """Sample indices kept by ``frame_step`` (multiples of it), ascending."""
+    return np.arange(0, recording.num_samples, frame_step, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_shards(config: str, selection: Selection, index: ReleaseIndex) -> dict[str, list[Shard]]:
+    """Split the selection into shards, grouped by split (splits without recordings are left out).
+
+    Raises:
+        MissingFileError: a selected recording's .mat, or a selected camera's chunks, are absent
+            or have gaps, or the motion capture refers to frames past the last chunk.
+    """
+    missing_mocap = [r for r in selection.recordings if r not in index.mocap]
+    if missing_mocap:
+        raise MissingFileError(
+            f"{index.description}: no motion capture for {missing_mocap} "
+            f"(expected {describe_names(f'mocap-{r}.mat' for r in missing_mocap)}). Add the file(s), or "
+            "choose recordings=[...] among those present."
+        )
+    splits: dict[str, list[Shard]] = {}
+    for recording in selection.recordings:
+        mocap_ref = index.mocap[recording]
+        shards: list[Shard] = []
+        if config in VIDEO_CONFIGS:
+            mocap = load_mocap(mocap_ref)
+            chunks = {camera: tuple(_checked_chunks(index, recording, camera)) for camera in selection.cameras}
+            samples = selected_samples(mocap, selection.frame_step)
+            for camera in selection.cameras:
+                _check_frames_within_video(chunks[camera], mocap.frame_index[camera][samples], recording, camera)
+            if config in ("frames", "videos"):
+                for camera in selection.cameras:
+                    for chunk_index in range(len(chunks[camera])):
+                        shards.append(
+                            Shard(config, recording, mocap_ref, {camera: chunks[camera]}, camera, chunk_index)
+                        )
+            else:
+                for sample_range in multiview_ranges(mocap, selection.cameras[0], chunks[selection.cameras[0]]):
+                    shards.append(Shard(config, recording, mocap_ref, chunks, sample_range=sample_range))
+        elif config == "cameras":
+            first_chunks = {camera: index.chunks(recording, camera)[:1] for camera in selection.cameras}
+            shards.append(Shard(config, recording, mocap_ref, {c: tuple(v) for c, v in first_chunks.items()}))
+        elif config == "mocap":
+            shards.append(Shard(config, recording, mocap_ref))
+        else:
+            raise SelectionError(f"Unknown config {config!r}. Valid configs: {', '.join(CONFIG_NAMES)}.")
+        splits.setdefault(split_of(recording), []).extend(shards)
+    return splits
+
+
+def multiview_ranges(
+    mocap: MocapRecording, camera: int, reference_chunks: Sequence[VideoChunk]
+) -> list[tuple[int, int]]:
+    """Sample ranges for ``multiview`` shards: cut wherever the first camera's frame changes chunk.
+
+    A shard then reads about one chunk per camera (plus the synchronisation offset into the next),
+    so every chunk is decoded about once in all, and shards match ``frames`` shards in size.
+    """
+    starts = np.array([chunk.start for chunk in reference_chunks], dtype=np.int64)
+    chunk_of_sample = np.searchsorted(starts, mocap.frame_index[camera], side="right")
+    cuts = [0, *(np.flatnonzero(np.diff(chunk_of_sample)) + 1).tolist(), mocap.num_samples]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _checked_chunks(index: ReleaseIndex, recording: str, camera: int) -> list[VideoChunk]:
+    chunks = index.chunks(recording, camera)
+    if not chunks:
+        raise MissingFileError(
+            f"{index.description}: camera {camera} of {recording} has no video chunks "
+            f"(expected files named {recording}-camera{camera}-<start>.mp4, starting with "
+            f"{recording}-camera{camera}-0.mp4). Add them, or leave camera {camera} out with cameras=[...]."
+        )
+    starts = [chunk.start for chunk in chunks]
+    # Chunks all have the same length but the last; the first gap tells the chunk size.
+    step = starts[1] - starts[0] if len(starts) > 1 else None
+    expected = list(range(0, starts[-1] + 1, step)) if step else [0]
+    missing = sorted(set(expected) - set(starts))
+    irregular = sorted(set(starts) - set(expected))
+    if missing or irregular:
+        names = [f"{recording}-camera{camera}-{start}.mp4" for start in missing]
+        raise MissingFileError(
+            f"{index.description}: camera {camera} of {recording} has gaps in its video chunks: missing "
+            f"{describe_names(names)}"
+            + (f"; unexpected starts {irregular}" if irregular else "")
+            + ". Restore the missing chunk files (download them again), or leave this camera out."
+        )
+    return chunks
+
+
+def _check_frames_within_video(
+    chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int
+) -> None:
+    """Fail before decoding anything if the motion capture refers to frames past the last chunk."""
+    if frames.size == 0:
+        return
+    last = chunks[-1]
+    highest = int(frames.max())
+    if highest < last.start:
+        return
+    with open_file(last.file) as file:
+        info = probe_video(file, last.file.name)
+    if info.num_frames is not None and highest >= last.start + info.num_frames:
+        raise MissingFileError(
+            f"{last.file.name}: the motion capture of {recording} refers to camera {camera} frame {highest}, "
+            f"but the last chunk present starts at {last.start} and holds {info.num_frames} frames "
+            f"(up to frame {last.start + info.num_frames - 1}). Chunk(s) after it are missing or it is "
+            "truncated: restore them (download again)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+
+
+def opencv_calibration(camera: Camera) -> dict[str, np.ndarray]:
+    """The calibration columns of an example, in OpenCV form with 0-based pixels."""
+    cv = camera.to_opencv()
+    return {
+        "intrinsic_matrix": cv.camera_matrix,
+        "rotation_matrix": cv.rotation_matrix,
+        "translation_vector": cv.translation_vector,
+        "distortion": cv.distortion,
+    }
+
+
+def _recording_columns(recording: str) -> dict:
+    subject, day = subject_and_day(recording)
+    return {"recording": recording, "subject": subject, "day": day}
+
+
+def generate_shard(shard: Shard, selection: Selection) -> Iterator[dict]:
+    """Yield the examples of one shard, in a deterministic order."""
+    if shard.config == "mocap":
+        yield from _mocap_examples(shard, selection)
+    elif shard.config == "cameras":
+        yield from _camera_examples(shard, selection)
+    elif shard.config == "frames":
+        yield from _frame_examples(shard, selection)
+    elif shard.config == "multiview":
+        yield from _multiview_examples(shard, selection)
+    else:
+        raise SelectionError(f"Unknown config {shard.config!r}. Valid configs: {', '.join(CONFIG_NAMES)}.")
+
+
+def _mocap_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    mocap = load_mocap(shard.mocap)
+    keypoints = mocap.keypoints_3d.astype(np.float32)
+    frame_index = np.stack([mocap.frame_index[c] for c in selection.cameras], axis=1).astype(np.int32)
+    base = _recording_columns(shard.recording)
+    for t in selected_samples(mocap, selection.frame_step):
+        yield {**base, "sample_index": int(t), "keypoints_3d": keypoints[t], "frame_index": frame_index[t]}
+
+
+def _camera_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    mocap = load_mocap(shard.mocap)
+    for camera in selection.cameras:
+        width = height = None
+        first = shard.chunks.get(camera)
+        if first:
+            with open_file(first[0].file) as file:
+                info = probe_video(file, first[0].file.name)
+            width, height = info.width, info.height
+        yield {
+            "recording": shard.recording,
+            "camera": camera,
+            **opencv_calibration(mocap.cameras[camera]),
+            "image_width": width,
+            "image_height": height,
+        }
+
+
+def chunk_samples(chunks: Sequence[VideoChunk], chunk_index: int, frames: np.ndarray) -> np.ndarray:
+    """Positions in ``frames`` whose frame lies in chunk ``chunk_index`` (up to the next chunk's start)."""
+    start = chunks[chunk_index].start
+    stop = chunks[chunk_index + 1].start if chunk_index + 1 < len(chunks) else np.iinfo(np.int64).max
+    return np.flatnonzero((frames >= start) & (frames < stop))
+
+
+def _frame_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    assert shard.camera is not None and shard.chunk_index is not None
+    mocap = load_mocap(shard.mocap)
+    camera = mocap.cameras[shard.camera]
+    chunks = shard.chunks[shard.camera]
+    samples = selected_samples(mocap, selection.frame_step)
+    frames = mocap.frame_index[shard.camera][samples]
+    inside = chunk_samples(chunks, shard.chunk_index, frames)
+    # Decode order: by frame, then sample (a repeated frame is encoded once, yielded per sample).
+    inside = inside[np.lexsort((samples[inside], frames[inside]))]
+    samples, frames = samples[inside], frames[inside]
+    keypoints_3d = mocap.keypoints_3d[samples]
+    keypoints_2d = camera.project(keypoints_3d).astype(np.float32)  # one vectorised call per chunk
+    keypoints_3d = keypoints_3d.astype(np.float32)
+    constant = {**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)}
+    label = f"{shard.recording} camera {shard.camera}"
+    with CameraFrames(chunks, selection.jpeg_quality, label) as video:
+        for row, (sample, frame) in enumerate(zip(samples.tolist(), frames.tolist(), strict=True)):
+            yield {
+                "image": {"bytes": video.get(frame), "path": None},
+                **constant,
+                "sample_index": sample,
+                "frame_index": frame,
+                "keypoints_3d": keypoints_3d[row],
+                "keypoints_2d": keypoints_2d[row],
+            }
+
+
+def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    assert shard.sample_range is not None
+    mocap = load_mocap(shard.mocap)
+    samples = selected_samples(mocap, selection.frame_step)
+    samples = samples[(samples >= shard.sample_range[0]) & (samples < shard.sample_range[1])]
+    cameras = selection.cameras
+    keypoints_3d = mocap.keypoints_3d[samples]
+    keypoints_2d = np.stack([mocap.cameras[c].project(keypoints_3d) for c in cameras], axis=1).astype(np.float32)
+    keypoints_3d = keypoints_3d.astype(np.float32)
+    frames = np.stack([mocap.frame_index[c][samples] for c in cameras], axis=1)
+    base = _recording_columns(shard.recording)
+    readers = [CameraFrames(shard.chunks[c], selection.jpeg_quality, f"{shard.recording} camera {c}") for c in cameras]
+    try:
+        for row, sample in enumerate(samples.tolist()):
+            yield {
+                "images": [{"bytes": reader.get(int(f)), "path": None} for reader, f in zip(readers, frames[row], strict=True)],
+                "cameras": list(cameras),
+                "frame_index": frames[row].astype(np.int32),
+                "keypoints_3d": keypoints_3d[row],
+                "keypoints_2d": keypoints_2d[row],
+                **base,
+                "sample_index": sample,
+            }
+    finally:
+        for reader in readers:
+            reader.close()
+
+

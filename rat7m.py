@@ -1,0 +1,232 @@
+"""RAT7M as a Hugging Face `datasets` dataset: the builder, its configs and `load_dataset`.
+
+RAT7M (Marshall, Aldarondo, Wang, Ölveczky, Dunn 2021; figshare collection 5295370) holds about
+7 M video frames of freely moving rats from 6 calibrated cameras, with 20-marker motion capture.
+
+    >>> import rat7m
+    >>> frames = rat7m.load_dataset("frames", recordings=["s1-d1"], cameras=[1, 2], split="train")
+
+Configs: ``mocap`` (one row per motion-capture sample), ``cameras`` (one row per recording and
+camera), ``frames`` (one row per sample and camera: JPEG image + 2D/3D keypoints + calibration),
+``multiview`` (one row per sample: every selected camera's image). Pixel coordinates are 0-based
+(the centre of the top-left pixel is (0, 0)); 3D coordinates are in mm; calibration is in OpenCV
+form. `datasets` ≥ 4 runs no loading scripts, so this builder runs from this installed module;
+the Hub gets plain Parquet (``rat7m export`` / ``rat7m push``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import datasets
+from datasets.builder import Key
+from datasets.download.streaming_download_manager import StreamingDownloadManager
+
+from rat7m_builder import metrics  # noqa: F401  (public: rat7m.metrics.mpjpe, …)
+from rat7m_builder.errors import Rat7MError, SelectionError
+from rat7m_builder.examples import CONFIG_NAMES, VIDEO_CONFIGS, Selection, Shard, generate_shard, plan_shards
+from rat7m_builder.features import FEATURES
+from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
+from rat7m_builder.sources import ReleaseIndex, scan_local
+from rat7m_builder.video import decode_frames
+
+__all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics"]
+
+_DESCRIPTION = (
+    "RAT7M: about 7 M video frames of freely moving rats from 6 calibrated cameras with 20-marker 3D "
+    "motion capture (Dunn et al. 2021, Nature Methods 18:564–573). Keypoints in mm (3D, world frame) "
+    "and 0-based pixels (2D, projected with lens distortion); calibration in OpenCV form."
+)
+_CITATION = """\
+@misc{rat7m2021,
+  author = {Marshall, Jesse D. and Aldarondo, Diego and Wang, William and {\\"O}lveczky, Bence P. and Dunn, Timothy W.},
+  title = {Rat 7M},
+  year = {2021},
+  publisher = {figshare},
+  doi = {10.6084/m9.figshare.c.5295370.v3}
+}
+@article{dunn2021geometric,
+  author = {Dunn, Timothy W. and Marshall, Jesse D. and Severson, Kyle S. and Aldarondo, Diego E. and
+            Hildebrand, David G. C. and Chettih, Selmaan N. and Wang, William L. and Gellis, Amanda J. and
+            Carlson, David E. and Aronov, Dmitriy and Freiwald, Winrich A. and Wang, Fan and {\\"O}lveczky, Bence P.},
+  title = {Geometric deep learning enables {3D} kinematic profiling across species and environments},
+  journal = {Nature Methods}, volume = {18}, pages = {564--573}, year = {2021}
+}
+"""
+_SOURCES = ("files", "archives")
+# Bump whenever the examples change: the `datasets` cache key has no code hash.
+_VERSION = datasets.Version("1.0.0")
+_ON_CORRUPT = ("error", "skip")
+
+
+@dataclass
+class Rat7MConfig(datasets.BuilderConfig):
+    """A RAT7M config and its selection.
+
+    Attributes:
+        recordings: ``"s1-d1"``-style names; None = with ``data_dir`` the recordings whose .mat is
+            there, else all seven.
+        cameras: camera numbers 1–6; None = all six.
+        frame_step: keep the samples whose ``sample_index`` is a multiple of this (≥ 1).
+        jpeg_quality: JPEG quality of the images, 1–100.
+        source: when downloading from figshare: ``"files"`` (only the needed files, verified) or
+            ``"archives"`` (whole article zips, as the original helper script).
+    """
+
+    recordings: Sequence[str] | None = None
+    cameras: Sequence[int] | None = None
+    frame_step: int = 1
+    jpeg_quality: int = 90
+    source: str = "files"
+
+    def validate(self) -> None:
+        """Check and normalise the selection; raises `SelectionError` (a ValueError) listing valid values."""
+        if self.recordings is not None:
+            recordings = [self.recordings] if isinstance(self.recordings, str) else list(self.recordings)
+            unknown = [r for r in recordings if r not in RECORDINGS]
+            if unknown or not recordings:
+                raise SelectionError(
+                    f"recordings: unknown {unknown or 'empty selection'}. Valid recordings: {', '.join(RECORDINGS)}."
+                )
+            self.recordings = tuple(r for r in RECORDINGS if r in recordings)
+        if self.cameras is not None:
+            cameras = [self.cameras] if isinstance(self.cameras, int) else list(self.cameras)
+            unknown = [c for c in cameras if isinstance(c, bool) or c not in CAMERAS]
+            if unknown or not cameras:
+                raise SelectionError(
+                    f"cameras: unknown {unknown or 'empty selection'}. Valid cameras: "
+                    f"{', '.join(map(str, CAMERAS))}."
+                )
+            self.cameras = tuple(sorted(set(int(c) for c in cameras)))
+        if isinstance(self.frame_step, bool) or not isinstance(self.frame_step, int) or self.frame_step < 1:
+            raise SelectionError(f"frame_step must be an integer ≥ 1, got {self.frame_step!r}.")
+        quality = self.jpeg_quality
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise SelectionError(f"jpeg_quality must be an integer from 1 to 100, got {quality!r}.")
+        if self.source not in _SOURCES:
+            raise SelectionError(f"source must be one of {', '.join(_SOURCES)}, got {self.source!r}.")
+
+
+class Rat7M(datasets.GeneratorBasedBuilder):
+    """The RAT7M dataset builder. See the module docstring and the dataset card for the columns."""
+
+    VERSION = _VERSION
+    BUILDER_CONFIG_CLASS = Rat7MConfig
+    BUILDER_CONFIGS = [Rat7MConfig(name=name, version=_VERSION) for name in CONFIG_NAMES if name != "videos"]
+    DEFAULT_CONFIG_NAME = "frames"
+
+    def __init__(self, *args, data_dir: str | None = None, **kwargs):
+        kwargs.setdefault("dataset_name", "rat7m")
+        if data_dir is not None:
+            data_dir = os.path.abspath(os.path.expanduser(data_dir))
+        super().__init__(*args, data_dir=data_dir, **kwargs)
+        self.config.validate()
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=FEATURES[self.config.name](),
+            homepage=FIGSHARE_COLLECTION_URL,
+            citation=_CITATION,
+            license="Not stated by the publisher: see the figshare record.",
+        )
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(
+            recordings=tuple(self.config.recordings or RECORDINGS),
+            cameras=tuple(self.config.cameras or CAMERAS),
+            frame_step=self.config.frame_step,
+            jpeg_quality=self.config.jpeg_quality,
+        )
+
+    def _release_index(self, dl_manager) -> tuple[ReleaseIndex, Selection]:
+        selection = self.selection
+        if self.config.data_dir:
+            index = scan_local(self.config.data_dir)
+            if self.config.recordings is None:
+                present = tuple(r for r in RECORDINGS if r in index.mocap)
+                if not present:
+                    raise SelectionError(
+                        f"data_dir {self.config.data_dir}: no mocap-s*-d*.mat file found below it. Point "
+                        "data_dir at your RAT7M copy, or leave it out to download from figshare."
+                    )
+                selection = Selection(present, selection.cameras, selection.frame_step, selection.jpeg_quality)
+            return index, selection
+        from rat7m_builder.download import figshare_index
+
+        streaming = isinstance(dl_manager, StreamingDownloadManager)
+        cache_dir = os.path.join(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH, "rat7m")
+        index = figshare_index(
+            selection.recordings,
+            selection.cameras,
+            cache_dir=str(cache_dir),
+            need_video=self.config.name in VIDEO_CONFIGS,
+            source=self.config.source,
+            download=not streaming,
+        )
+        return index, selection
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        index, selection = self._release_index(dl_manager)
+        self._resolved_selection = selection
+        splits = plan_shards(self.config.name, selection, index)
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"shards": splits[split], "selection": (selection,)})
+            for split in SPLIT_RECORDINGS
+            if split in splits
+        ]
+
+    def _generate_examples(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, dict]]:
+        # `selection` is a 1-tuple so `num_proc` hands it whole to every job (lists are split).
+        for shard_id, shard in enumerate(shards):
+            for example_id, example in enumerate(generate_shard(shard, selection[0])):
+                yield Key(shard_id, example_id), example
+
+
+def load_dataset(
+    config_name: str = "frames",
+    split: str | None = None,
+    *,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    streaming: bool = False,
+    num_proc: int | None = None,
+    download_mode: str | datasets.DownloadMode | None = None,
+    verification_mode: str | datasets.VerificationMode | None = None,
+    **config_kwargs,
+):
+    """Load a RAT7M config like `datasets.load_dataset` would, running the builder from this package.
+
+    Args:
+        config_name: ``"mocap"``, ``"cameras"``, ``"frames"`` or ``"multiview"``.
+        split: ``"train"`` or ``"test"`` (returns a `Dataset`), or None (a `DatasetDict`).
+        data_dir: a folder holding a local copy of the release anywhere below it (helper-script
+            layout, flat, or figshare article zips); None downloads from figshare.
+        cache_dir: `datasets` cache folder (downloads and Arrow files).
+        streaming: return an `IterableDataset` (dict) that reads and decodes on the fly.
+        num_proc: processes for preparing (one mp4 chunk per unit of work).
+        download_mode, verification_mode: as in `datasets.load_dataset`.
+        **config_kwargs: ``recordings``, ``cameras``, ``frame_step``, ``jpeg_quality``, ``source``.
+
+    Raises:
+        ValueError: unknown config or an invalid selection (the message lists the valid values).
+        rat7m_builder.errors.Rat7MError: missing, corrupt or malformed release files (the message
+            names the file and what to do).
+    """
+    builder = Rat7M(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if streaming:
+        return builder.as_streaming_dataset(split=split)
+    try:
+        builder.download_and_prepare(
+            num_proc=num_proc, download_mode=download_mode, verification_mode=verification_mode
+        )
+    except datasets.exceptions.DatasetGenerationError as error:
+        # `datasets` wraps whatever the generator raised; surface our own message, which says what to do.
+        cause = error.__cause__
+        if isinstance(cause, Rat7MError):
+            raise cause from error
+        raise
+    return builder.as_dataset(split=split)
