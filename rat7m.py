@@ -96,8 +96,7 @@ class Rat7MConfig(datasets.BuilderConfig):
             unknown = [c for c in cameras if isinstance(c, bool) or c not in CAMERAS]
             if unknown or not cameras:
                 raise SelectionError(
-                    f"cameras: unknown {unknown or 'empty selection'}. Valid cameras: "
-                    f"{', '.join(map(str, CAMERAS))}."
+                    f"cameras: unknown {unknown or 'empty selection'}. Valid cameras: {', '.join(map(str, CAMERAS))}."
                 )
             self.cameras = tuple(sorted(set(int(c) for c in cameras)))
         if isinstance(self.frame_step, bool) or not isinstance(self.frame_step, int) or self.frame_step < 1:
@@ -158,7 +157,9 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         from rat7m_builder.download import figshare_index
 
         streaming = isinstance(dl_manager, StreamingDownloadManager)
-        cache_dir = os.path.join(dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH, "rat7m")
+        cache_dir = os.path.join(
+            dl_manager.download_config.cache_dir or datasets.config.DOWNLOADED_DATASETS_PATH, "rat7m"
+        )
         index = figshare_index(
             selection.recordings,
             selection.cameras,

@@ -166,9 +166,7 @@ def _checked_chunks(index: ReleaseIndex, recording: str, camera: int) -> list[Vi
     return chunks
 
 
-def _check_frames_within_video(
-    chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int
-) -> None:
+def _check_frames_within_video(chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int) -> None:
     """Fail before decoding anything if the motion capture refers to frames past the last chunk."""
     if frames.size == 0:
         return
@@ -298,7 +296,9 @@ def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     try:
         for row, sample in enumerate(samples.tolist()):
             yield {
-                "images": [{"bytes": reader.get(int(f)), "path": None} for reader, f in zip(readers, frames[row], strict=True)],
+                "images": [
+                    {"bytes": reader.get(int(f)), "path": None} for reader, f in zip(readers, frames[row], strict=True)
+                ],
                 "cameras": list(cameras),
                 "frame_index": frames[row].astype(np.int32),
                 "keypoints_3d": keypoints_3d[row],
@@ -309,5 +309,3 @@ def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     finally:
         for reader in readers:
             reader.close()
-
-

@@ -94,9 +94,7 @@ def subject_and_day(recording: str) -> tuple[int, int]:
 def check_recording(recording: object) -> str:
     """Return ``recording`` if it is one of `RECORDINGS`, else raise `SelectionError` listing them."""
     if not isinstance(recording, str) or recording not in RECORDINGS:
-        raise SelectionError(
-            f"Unknown RAT7M recording {recording!r}. Valid recordings: {', '.join(RECORDINGS)}."
-        )
+        raise SelectionError(f"Unknown RAT7M recording {recording!r}. Valid recordings: {', '.join(RECORDINGS)}.")
     return recording
 
 

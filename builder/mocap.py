@@ -62,8 +62,7 @@ def read_mocap(file: IO[bytes], source: str) -> MocapRecording:
         variables = scipy.io.loadmat(file, struct_as_record=False, squeeze_me=False, mat_dtype=False)
     except NotImplementedError as error:  # scipy's way of saying "v7.3 / HDF5"
         raise MocapFormatError(
-            f"{source}: this is a MATLAB v7.3 (HDF5) file ({error}); the release's mocap files are "
-            f"MATLAB v5/v7. {_FIX}"
+            f"{source}: this is a MATLAB v7.3 (HDF5) file ({error}); the release's mocap files are MATLAB v5/v7. {_FIX}"
         ) from error
     except Exception as error:  # scipy raises many types on truncated or foreign bytes
         raise MocapFormatError(

@@ -206,9 +206,7 @@ def fabricate_motion(spec: SampleSpec, recording_seed: int) -> np.ndarray:
     for t in range(spec.num_samples):
         source_t = t - 1 if t == spec.repeated_sample else t  # the repeated sample repeats the pose
         heading = 0.08 * source_t + recording_seed
-        rotation = np.array(
-            [[np.cos(heading), -np.sin(heading), 0], [np.sin(heading), np.cos(heading), 0], [0, 0, 1]]
-        )
+        rotation = np.array([[np.cos(heading), -np.sin(heading), 0], [np.sin(heading), np.cos(heading), 0], [0, 0, 1]])
         centre = np.array([40 * np.cos(0.05 * source_t), 30 * np.sin(0.07 * source_t), 0.0])
         keypoints[t] = body @ rotation.T + centre
     if spec.repeated_sample < spec.num_samples:

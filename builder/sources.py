@@ -118,8 +118,9 @@ def check_member_name(archive: str, info: zipfile.ZipInfo) -> None:
     parts = name.split("/")
     is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
     if name.startswith("/") or (len(parts[0]) == 2 and parts[0][1] == ":") or ".." in parts or is_link:
+        what = "a symbolic link" if is_link else "a path escaping the archive"
         raise UnsafeArchiveError(
-            f"{archive}: member {info.filename!r} is {'a symbolic link' if is_link else 'a path escaping the archive'}; "
+            f"{archive}: member {info.filename!r} is {what}; "
             "figshare's article zips hold plain files only. Delete this zip and download it again from figshare."
         )
 

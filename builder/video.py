@@ -183,7 +183,9 @@ class CameraFrames:
         if chunk_index != self._chunk_index or position < self._next_position:
             if chunk_index == self._chunk_index:
                 self.reopened += 1
-                logger.info("%s: frame %d requested out of order; reopening %s", self._label, frame_index, chunk.file.name)
+                logger.info(
+                    "%s: frame %d requested out of order; reopening %s", self._label, frame_index, chunk.file.name
+                )
             self._open(chunk_index)
         assert self._decoder is not None
         for decoded_position, frame in self._decoder:
@@ -201,8 +203,7 @@ class CameraFrames:
             f"{chunk.file.name}: the motion capture asks for global frame {frame_index} (position {position} "
             f"in this chunk) but the video ends after {decoded} frames. "
             + (
-                f"The next chunk present is {following}: a chunk in between is missing, or this file is "
-                "truncated. "
+                f"The next chunk present is {following}: a chunk in between is missing, or this file is truncated. "
                 if following
                 else "The file is truncated or the following chunk is missing. "
             )
