@@ -32,7 +32,7 @@ from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS,
 from rat7m_builder.sources import ReleaseIndex, scan_local
 from rat7m_builder.video import decode_frames
 
-__all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics"]
+__all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics", "prepare"]
 
 _DESCRIPTION = (
     "RAT7M: about 7 M video frames of freely moving rats from 6 calibrated cameras with 20-marker 3D "
@@ -220,14 +220,20 @@ def load_dataset(
     builder = Rat7M(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
     if streaming:
         return builder.as_streaming_dataset(split=split)
+    prepare(builder, num_proc=num_proc, download_mode=download_mode, verification_mode=verification_mode)
+    return builder.as_dataset(split=split)
+
+
+def prepare(builder: Rat7M, **download_and_prepare_kwargs) -> None:
+    """``builder.download_and_prepare(...)``, re-raising rat7m's own error rather than `datasets`' wrapper.
+
+    `datasets` wraps whatever the example generator raised in a generic ``DatasetGenerationError``;
+    our errors name the file and what to do, so they are what the user should see first.
+    """
     try:
-        builder.download_and_prepare(
-            num_proc=num_proc, download_mode=download_mode, verification_mode=verification_mode
-        )
+        builder.download_and_prepare(**download_and_prepare_kwargs)
     except datasets.exceptions.DatasetGenerationError as error:
-        # `datasets` wraps whatever the generator raised; surface our own message, which says what to do.
         cause = error.__cause__
         if isinstance(cause, Rat7MError):
             raise cause from error
         raise
-    return builder.as_dataset(split=split)

@@ -188,14 +188,22 @@ def fabricate_cameras(spec: SampleSpec) -> dict[int, Camera]:
     return cameras
 
 
+#: A rat-shaped marker layout in the body frame (mm; x forward, y left, z up), about twice life
+#: size so that every pair of markers is ≥ 55 mm apart and their dots stay distinct in the images.
+_BODY_TEMPLATE = np.array(
+    [
+        [200, 0, 90], [130, 0, 110], [160, 55, 100], [70, 0, 110], [-20, 0, 120],  # HeadF … SpineM
+        [-110, 0, 105], [20, -55, 130], [-70, -60, 135], [-140, 60, 70], [-140, -60, 70],  # SpineL … HipR
+        [60, 90, 40], [110, 80, 5], [60, 60, 90], [60, -60, 90], [60, -90, 40],  # ElbowL … ElbowR
+        [110, -80, 5], [-90, -90, 40], [-90, 90, 40], [-150, 110, 5], [-150, -110, 5],  # ArmR … ShinR
+    ],
+    dtype=np.float64,
+)  # fmt: skip
+
+
 def _body_offsets(rng: np.random.Generator) -> np.ndarray:
-    """(20, 3) marker offsets (mm) in the body frame, at least 55 mm apart so dots stay distinct."""
-    offsets: list[np.ndarray] = []
-    while len(offsets) < len(MARKER_NAMES):
-        candidate = rng.uniform([-160, -90, 0], [160, 90, 150])
-        if all(np.linalg.norm(candidate - other) >= 55 for other in offsets):
-            offsets.append(candidate)
-    return np.array(offsets)
+    """(20, 3) marker offsets (mm) in the body frame: the rat-shaped template, slightly jittered."""
+    return _BODY_TEMPLATE + rng.uniform(-3, 3, size=_BODY_TEMPLATE.shape)
 
 
 def fabricate_motion(spec: SampleSpec, recording_seed: int) -> np.ndarray:

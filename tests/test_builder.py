@@ -99,7 +99,7 @@ def test_marker_dots_sit_at_keypoints_2d(frames):
             # chroma subsamplings (H.264, then JPEG) put on a 7-px dot
             assert _hue_steps(centre[2], colours[marker]) <= 1.5
             checked += 1
-    assert checked > 0.8 * rows.num_rows * NUM_MARKERS * 0.8
+    assert checked > 0.5 * rows.num_rows * NUM_MARKERS  # most markers are isolated in most views
 
 
 def test_keypoints_2d_agree_with_cv2_from_published_columns(frames):

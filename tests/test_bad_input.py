@@ -1,0 +1,108 @@
+"""Bad selections and broken release copies: clear errors that name the file, and no false cache."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import zipfile
+
+import pytest
+
+import rat7m
+from rat7m_builder.errors import MissingFileError, SelectionError, UnsafeArchiveError, VideoDecodeError
+
+
+@pytest.fixture
+def release_copy(sample_release, tmp_path):
+    """A private copy of the fabricated release that a test may damage."""
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"recordings": ["s9-d9"]}, r"Valid recordings: s1-d1, s2-d1, s2-d2, s3-d1, s4-d1, s5-d1, s5-d2"),
+        ({"recordings": ["s1-d2"]}, r"unknown \['s1-d2'\]"),
+        ({"cameras": [0, 7]}, r"Valid cameras: 1, 2, 3, 4, 5, 6"),
+        ({"frame_step": 0}, r"frame_step must be an integer ≥ 1"),
+        ({"jpeg_quality": 101}, r"jpeg_quality must be an integer from 1 to 100"),
+        ({"source": "torrent"}, r"source must be one of files, archives"),
+    ],
+)
+def test_invalid_selection_is_a_value_error_listing_valid_values(kwargs, message, sample_release, cache_dir):
+    with pytest.raises(SelectionError, match=message) as error:
+        rat7m.load_dataset("mocap", data_dir=sample_release.root, cache_dir=cache_dir, **kwargs)
+    assert isinstance(error.value, ValueError)
+
+
+def test_unknown_config(sample_release, cache_dir):
+    with pytest.raises(ValueError, match="frames"):
+        rat7m.load_dataset("pictures", data_dir=sample_release.root, cache_dir=cache_dir)
+
+
+def test_missing_data_dir_and_empty_data_dir(tmp_path, cache_dir):
+    with pytest.raises(MissingFileError, match="is not a folder"):
+        rat7m.load_dataset("mocap", data_dir=str(tmp_path / "nowhere"), cache_dir=cache_dir)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(SelectionError, match="no mocap-s"):
+        rat7m.load_dataset("mocap", data_dir=str(tmp_path / "empty"), cache_dir=cache_dir)
+
+
+def test_selected_recording_without_its_mat(release_copy, cache_dir):
+    with pytest.raises(MissingFileError, match=r"mocap-s2-d1\.mat"):
+        rat7m.load_dataset("mocap", data_dir=release_copy, cache_dir=cache_dir, recordings=["s2-d1"])
+
+
+def test_missing_middle_chunk_is_named(release_copy, cache_dir):
+    os.remove(os.path.join(release_copy, "video_sequences", "s1-d1-camera2-16.mp4"))
+    with pytest.raises(MissingFileError, match=r"camera 2 of s1-d1 has gaps.*s1-d1-camera2-16\.mp4"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir)
+    # the same selection without camera 2 works, and so do configs that need no video
+    frames = rat7m.load_dataset("frames", split="train", data_dir=release_copy, cache_dir=cache_dir, cameras=[1, 3])
+    assert set(frames["camera"]) == {1, 3}
+    assert rat7m.load_dataset("mocap", split="train", data_dir=release_copy, cache_dir=cache_dir).num_rows == 30
+
+
+def test_camera_without_any_chunk_is_named(release_copy, cache_dir):
+    for path in glob.glob(os.path.join(release_copy, "video_sequences", "s5-d1-camera6-*.mp4")):
+        os.remove(path)
+    with pytest.raises(MissingFileError, match=r"camera 6 of s5-d1 has no video chunks.*s5-d1-camera6-0\.mp4"):
+        rat7m.load_dataset("multiview", data_dir=release_copy, cache_dir=cache_dir)
+
+
+def test_missing_last_chunk_means_frames_past_the_end(release_copy, cache_dir):
+    os.remove(os.path.join(release_copy, "video_sequences", "s1-d1-camera6-32.mp4"))
+    with pytest.raises(MissingFileError, match=r"s1-d1-camera6-24\.mp4: the motion capture .* frame 34"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[6])
+
+
+def _prepared_info_files(cache_dir: str) -> list[str]:
+    return glob.glob(os.path.join(cache_dir, "**", "dataset_info.json"), recursive=True)
+
+
+def test_truncated_mp4_names_the_file_and_leaves_no_complete_cache(release_copy, cache_dir, sample_release):
+    path = os.path.join(release_copy, "video_sequences", "s1-d1-camera3-16.mp4")
+    with open(path, "rb") as file:
+        data = file.read()
+    with open(path, "wb") as file:
+        file.write(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match=r"s1-d1-camera3-16\.mp4"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3])
+    assert _prepared_info_files(cache_dir) == []  # nothing a later run could take for a finished build
+    shutil.copy(os.path.join(sample_release.root, "video_sequences", "s1-d1-camera3-16.mp4"), path)
+    repaired = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3])
+    assert repaired["train"].num_rows == 30
+
+
+def test_zip_with_escaping_member_is_refused(tmp_path, cache_dir, sample_release):
+    root = tmp_path / "zips"
+    os.makedirs(root)
+    with zipfile.ZipFile(root / "13739233.zip", "w") as archive:
+        archive.write(os.path.join(sample_release.root, "annotations", "mocap-s1-d1.mat"), "mocap-s1-d1.mat")
+        archive.writestr("../../evil.mp4", b"x")
+    with pytest.raises(UnsafeArchiveError, match=r"13739233\.zip: member '\.\./\.\./evil\.mp4'"):
+        rat7m.load_dataset("mocap", data_dir=str(root), cache_dir=cache_dir)
+    assert not (tmp_path / "evil.mp4").exists()
