@@ -113,7 +113,7 @@ class Rat7M(datasets.GeneratorBasedBuilder):
 
     VERSION = _VERSION
     BUILDER_CONFIG_CLASS = Rat7MConfig
-    BUILDER_CONFIGS = [Rat7MConfig(name=name, version=_VERSION) for name in CONFIG_NAMES if name != "videos"]
+    BUILDER_CONFIGS = [Rat7MConfig(name=name, version=_VERSION) for name in CONFIG_NAMES]
     DEFAULT_CONFIG_NAME = "frames"
 
     def __init__(self, *args, data_dir: str | None = None, **kwargs):

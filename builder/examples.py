@@ -10,17 +10,18 @@ motion capture is cached per process, so a worker reads each .mat once.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .camera import Camera
-from .errors import MissingFileError, SelectionError
-from .manifest import split_of, subject_and_day
+from .errors import MissingFileError, SelectionError, VideoDecodeError
+from .manifest import NUM_MARKERS, split_of, subject_and_day
 from .mocap import MocapRecording, read_mocap
 from .sources import FileRef, ReleaseIndex, VideoChunk, describe_names, open_file
-from .video import CameraFrames, probe_video
+from .video import CameraFrames, count_frames, probe_video
 
 CONFIG_NAMES = ("mocap", "cameras", "frames", "multiview", "videos")
 #: Configs that read video.
@@ -215,6 +216,8 @@ def generate_shard(shard: Shard, selection: Selection) -> Iterator[dict]:
         yield from _frame_examples(shard, selection)
     elif shard.config == "multiview":
         yield from _multiview_examples(shard, selection)
+    elif shard.config == "videos":
+        yield from _video_examples(shard, selection)
     else:
         raise SelectionError(f"Unknown config {shard.config!r}. Valid configs: {', '.join(CONFIG_NAMES)}.")
 
@@ -309,3 +312,44 @@ def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     finally:
         for reader in readers:
             reader.close()
+
+
+def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    """One row per chunk: the mp4 bytes unchanged, plus per-frame motion capture and keypoints."""
+    assert shard.camera is not None and shard.chunk_index is not None
+    mocap = load_mocap(shard.mocap)
+    camera = mocap.cameras[shard.camera]
+    chunk = shard.chunks[shard.camera][shard.chunk_index]
+    with open_file(chunk.file) as file:
+        video_bytes = file.read()
+    num_frames = count_frames(io.BytesIO(video_bytes), chunk.file.name)
+    samples = selected_samples(mocap, selection.frame_step)
+    frames = mocap.frame_index[shard.camera][samples]
+    inside = chunk_samples(shard.chunks[shard.camera], shard.chunk_index, frames)
+    positions = frames[inside] - chunk.start
+    past_end = positions >= num_frames
+    if past_end.any():
+        raise VideoDecodeError(
+            f"{chunk.file.name}: the motion capture asks for global frame {int(frames[inside][past_end].max())} "
+            f"but this chunk holds {num_frames} frames (from {chunk.start}). A chunk is missing or this "
+            "file is truncated: restore it (download it again)."
+        )
+    # Per video frame: the first selected sample showing it (a repeated frame index keeps the earlier sample).
+    sample_index = np.full(num_frames, -1, dtype=np.int64)
+    for position, sample in zip(positions[::-1].tolist(), samples[inside][::-1].tolist(), strict=True):
+        sample_index[position] = sample
+    has_sample = sample_index >= 0
+    keypoints_3d = np.full((num_frames, NUM_MARKERS, 3), np.nan)
+    keypoints_3d[has_sample] = mocap.keypoints_3d[sample_index[has_sample]]
+    keypoints_2d = camera.project(keypoints_3d).astype(np.float32)
+    yield {
+        "video": {"bytes": video_bytes, "path": chunk.file.name},
+        **_recording_columns(shard.recording),
+        "camera": shard.camera,
+        "start_frame": chunk.start,
+        "num_frames": num_frames,
+        "sample_index": sample_index.astype(np.int32),
+        "keypoints_3d": keypoints_3d.astype(np.float32),
+        "keypoints_2d": keypoints_2d,
+        **opencv_calibration(camera),
+    }

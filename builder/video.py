@@ -8,6 +8,8 @@ builder avoids by asking in order).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -59,6 +61,21 @@ def probe_video(file: IO[bytes], source: str) -> VideoInfo:
     except (av.error.FFmpegError, IndexError) as error:
         raise VideoDecodeError(
             f"{source}: cannot be opened as a video ({error}). The file is truncated or corrupt: "
+            "delete it and download it again."
+        ) from error
+
+
+def count_frames(file: IO[bytes], source: str) -> int:
+    """Frames in an mp4: the container's count, else the number of video packets (no decoding)."""
+    try:
+        with av.open(file, mode="r") as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.error.FFmpegError, IndexError) as error:
+        raise VideoDecodeError(
+            f"{source}: cannot be read as a video ({error}). The file is truncated or corrupt: "
             "delete it and download it again."
         ) from error
 
@@ -231,30 +248,29 @@ def decode_frames(video: bytes | str | IO[bytes] | dict, indices: Sequence[int])
         One (height, width, 3) uint8 array per requested index, in the order requested. The video is
         decoded once, front to back, up to the largest index.
     """
-    import io
-
     if isinstance(video, dict):
         video = video.get("bytes") or video.get("path")
-    if isinstance(video, bytes | bytearray):
-        file: IO[bytes] = io.BytesIO(video)
-        source = "<video bytes>"
-    elif isinstance(video, str):
-        file = open_file(FileRef(video.rsplit("/", 1)[-1], video))
-        source = video
-    else:
-        file, source = video, getattr(video, "name", "<video file>")
     wanted = {int(index) for index in indices}
-    if not wanted:
-        return []
-    if min(wanted) < 0:
+    if wanted and min(wanted) < 0:
         raise ValueError(f"frame indices must be ≥ 0, got {min(wanted)}")
-    found: dict[int, np.ndarray] = {}
-    last = max(wanted)
-    for position, frame in iter_decoded_frames(file, source):
-        if position in wanted:
-            found[position] = frame.to_ndarray(format="rgb24")
-        if position >= last:
-            break
+    with contextlib.ExitStack() as stack:
+        if isinstance(video, bytes | bytearray):
+            file: IO[bytes] = io.BytesIO(video)
+            source = "<video bytes>"
+        elif isinstance(video, str):
+            file = stack.enter_context(open_file(FileRef(video.rsplit("/", 1)[-1], video)))
+            source = video
+        else:
+            file, source = video, getattr(video, "name", "<video file>")
+        found: dict[int, np.ndarray] = {}
+        last = max(wanted, default=-1)
+        if last >= 0:
+            decoder = stack.enter_context(contextlib.closing(iter_decoded_frames(file, source)))
+            for position, frame in decoder:
+                if position in wanted:
+                    found[position] = frame.to_ndarray(format="rgb24")
+                if position >= last:
+                    break
     missing = sorted(wanted - found.keys())
     if missing:
         raise VideoDecodeError(f"{source}: has no frame(s) {describe_names(map(str, missing))}; it ends earlier.")
