@@ -103,7 +103,14 @@ def test_marker_dots_sit_at_keypoints_2d(frames):
 
 
 def test_keypoints_2d_agree_with_cv2_from_published_columns(frames):
-    columns = ["keypoints_3d", "keypoints_2d", "intrinsic_matrix", "rotation_matrix", "translation_vector", "distortion"]
+    columns = [
+        "keypoints_3d",
+        "keypoints_2d",
+        "intrinsic_matrix",
+        "rotation_matrix",
+        "translation_vector",
+        "distortion",
+    ]
     # python lists, so the float64 calibration stays float64 (with_format("numpy") gives float32)
     for row in frames["train"].select_columns(columns):
         row = {name: np.array(value, dtype=np.float64) for name, value in row.items()}
