@@ -167,6 +167,10 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             need_video=self.config.name in VIDEO_CONFIGS,
             source=self.config.source,
             download=not streaming,
+            # as in `datasets`: HF_DATASETS_OFFLINE=1 reuses cached listings and files without asking,
+            # download_mode="force_redownload" fetches and verifies everything again
+            offline=bool(datasets.config.HF_HUB_OFFLINE),
+            force_download=bool(dl_manager.download_config.force_download),
         )
         return index, selection
 

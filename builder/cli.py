@@ -104,7 +104,8 @@ def cmd_download(args) -> None:
     from .download import figshare_index, materialize
     from .manifest import CAMERAS, RECORDINGS
 
-    cache_dir = args.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "rat7m", "downloads")
+    # Verified downloads live beside the destination, so materialising them is a hard link, not a copy.
+    cache_dir = args.cache_dir or os.path.join(args.dest, ".rat7m-downloads")
     index = figshare_index(
         tuple(args.recordings or RECORDINGS),
         tuple(args.cameras or CAMERAS),
