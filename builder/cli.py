@@ -104,18 +104,44 @@ def cmd_download(args) -> None:
     from .download import figshare_index, materialize
     from .manifest import CAMERAS, RECORDINGS
 
+    if not args.dest and not args.dry_run:
+        raise ValueError("--dest DIR is required (or --dry-run to only print sizes)")
     # Verified downloads live beside the destination, so materialising them is a hard link, not a copy.
-    cache_dir = args.cache_dir or os.path.join(args.dest, ".rat7m-downloads")
+    cache_dir = args.cache_dir or os.path.join(args.dest or tempfile.mkdtemp(prefix="rat7m-"), ".rat7m-downloads")
     index = figshare_index(
         tuple(args.recordings or RECORDINGS),
         tuple(args.cameras or CAMERAS),
         cache_dir=cache_dir,
         need_video=not args.no_video,
-        source=args.source,
-        download=True,
+        source="files" if args.dry_run else args.source,
+        download=not args.dry_run,
     )
+    if args.dry_run:
+        print(size_table(index))
+        return
     materialize(index, args.dest)
     print(f"Release files in {os.path.abspath(args.dest)} (use it as --data-dir / data_dir=)")
+
+
+def size_table(index) -> str:
+    """Files and bytes per recording of an index (sizes from figshare's listings)."""
+    totals: dict[str, list[int]] = {}
+    for recording, ref in index.mocap.items():
+        totals.setdefault(recording, [0, 0])
+        totals[recording][0] += 1
+        totals[recording][1] += ref.size or 0
+    for (recording, _camera), chunks in index.videos.items():
+        totals.setdefault(recording, [0, 0])
+        totals[recording][0] += len(chunks)
+        totals[recording][1] += sum(chunk.file.size or 0 for chunk in chunks)
+    lines = [f"{'recording':<10} {'files':>6} {'GB':>9}"]
+    for recording in sorted(totals):
+        files, size = totals[recording]
+        lines.append(f"{recording:<10} {files:>6} {size / 1e9:>9.2f}")
+    files = sum(count for count, _ in totals.values())
+    size = sum(size for _, size in totals.values())
+    lines.append(f"{'total':<10} {files:>6} {size / 1e9:>9.2f}")
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> None:
@@ -160,8 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = commands.add_parser("download", help="download raw release files into the helper-script layout")
     _add_selection(download, with_config=False)
-    download.add_argument("--dest", required=True, help="folder to fill (video_sequences/, annotations/)")
+    download.add_argument("--dest", help="folder to fill (video_sequences/, annotations/); needed unless --dry-run")
     download.add_argument("--no-video", action="store_true", help="only the motion-capture .mat files")
+    download.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the files and bytes per recording (from the listings), fetch nothing",
+    )
     download.set_defaults(run=cmd_download)
 
     export = commands.add_parser("export", help="write a config as Hub-layout Parquet shards + dataset card")
