@@ -53,6 +53,8 @@ class SampleSpec:
         layout: ``"helper"`` (``video_sequences/`` + ``annotations/``), ``"flat"``, or ``"zips"``
             (one figshare-like article zip per recording's videos and one for the .mat files).
         seed: for the marker layout and motion.
+        sensor_noise: 0 for flat frames (tiny, fast); else the amplitude (grey levels) of per-frame
+            noise over a textured background, for realistic bytes per frame.
     """
 
     recordings: tuple[str, ...] = ("s1-d1", "s5-d1")
@@ -66,6 +68,7 @@ class SampleSpec:
     tail_frames: int = 3
     layout: str = "helper"
     seed: int = 7
+    sensor_noise: int = 0
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -142,7 +145,15 @@ def render_frame(spec: SampleSpec, frame_index: int, keypoints_2d: np.ndarray | 
     Args:
         keypoints_2d: (20, 2) 0-based pixel coordinates (NaN = not drawn), or None for no markers.
     """
-    image = np.full((spec.height, spec.width, 3), BACKGROUND, dtype=np.uint8)
+    if spec.sensor_noise:
+        # A camera-like frame: a fixed textured floor plus fresh noise, so the H.264 stream costs
+        # realistic bytes per frame. Seeded by the frame index: the same frame renders the same.
+        rng = np.random.default_rng(frame_index)
+        texture = np.random.default_rng(spec.seed).integers(0, 24, size=(spec.height, spec.width, 1))
+        noise = rng.integers(-spec.sensor_noise, spec.sensor_noise + 1, size=(spec.height, spec.width, 1))
+        image = np.clip(BACKGROUND - 12 + texture + noise, 0, 255).astype(np.uint8).repeat(3, axis=2)
+    else:
+        image = np.full((spec.height, spec.width, 3), BACKGROUND, dtype=np.uint8)
     draw_barcode(image, frame_index)
     if keypoints_2d is not None:
         ys, xs = np.mgrid[-DOT_RADIUS : DOT_RADIUS + 1, -DOT_RADIUS : DOT_RADIUS + 1]

@@ -60,3 +60,21 @@ def test_decode_frames_returns_the_requested_frames(videos):
     assert images[0].shape == (256, 320, 3) and images[0].dtype == np.uint8
     with pytest.raises(VideoDecodeError, match="has no frame"):
         rat7m.decode_frames(row["video"]["bytes"], [row["num_frames"]])
+
+
+def test_videos_export_stays_within_5_percent_of_the_source_mp4s(tmp_path):
+    from rat7m_builder.hub import export_dataset
+    from rat7m_builder.sample import SampleSpec, write_sample
+
+    # Realistic bytes per frame (textured, noisy frames: ~19 KB each) so the per-frame labels
+    # weigh what they will weigh on the real release.
+    release = write_sample(str(tmp_path / "release"), SampleSpec(recordings=("s1-d1",), sensor_noise=6))
+    source = os.path.join(release.root, "video_sequences")
+    source_bytes = sum(os.path.getsize(os.path.join(source, name)) for name in os.listdir(source))
+    videos = rat7m.load_dataset("videos", data_dir=release.root, cache_dir=str(tmp_path / "cache"))
+    export_dataset(videos, "videos", str(tmp_path / "hub"))
+    folder = tmp_path / "hub" / "videos"
+    exported_bytes = sum(path.stat().st_size for path in folder.glob("*.parquet"))
+    assert exported_bytes <= 1.05 * source_bytes, (exported_bytes, source_bytes)
+    row = videos["train"][0]
+    assert [read_barcode(image) for image in rat7m.decode_frames(row["video"], [0, 7])] == [0, 7]
