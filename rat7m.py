@@ -29,6 +29,7 @@ from rat7m_builder.errors import Rat7MError, SelectionError
 from rat7m_builder.examples import CONFIG_NAMES, VIDEO_CONFIGS, Selection, Shard, generate_shard, plan_shards
 from rat7m_builder.features import FEATURES
 from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
+from rat7m_builder.mini import find_annotation, load_mini
 from rat7m_builder.sources import ReleaseIndex, scan_local
 from rat7m_builder.video import decode_frames
 
@@ -73,6 +74,7 @@ class Rat7MConfig(datasets.BuilderConfig):
         jpeg_quality: JPEG quality of the images, 1–100.
         source: when downloading from figshare: ``"files"`` (only the needed files, verified) or
             ``"archives"`` (whole article zips, as the original helper script).
+        annotation_file: for ``mini``: the annotation pickle (default: found below ``data_dir``).
     """
 
     recordings: Sequence[str] | None = None
@@ -80,6 +82,7 @@ class Rat7MConfig(datasets.BuilderConfig):
     frame_step: int = 1
     jpeg_quality: int = 90
     source: str = "files"
+    annotation_file: str | None = None
 
     def validate(self) -> None:
         """Check and normalise the selection; raises `SelectionError` (a ValueError) listing valid values."""
@@ -122,6 +125,8 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             data_dir = os.path.abspath(os.path.expanduser(data_dir))
         super().__init__(*args, data_dir=data_dir, **kwargs)
         self.config.validate()
+        #: What a build found worth telling (the dataset card's "Build notes"): heading → lines.
+        self.build_notes: dict[str, list[str]] = {}
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -141,11 +146,13 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             jpeg_quality=self.config.jpeg_quality,
         )
 
-    def _release_index(self, dl_manager) -> tuple[ReleaseIndex, Selection]:
+    def _release_index(self, dl_manager, default_recordings: tuple[str, ...] | None) -> tuple[ReleaseIndex, Selection]:
         selection = self.selection
+        if self.config.recordings is None and default_recordings is not None:
+            selection = Selection(default_recordings, selection.cameras, selection.frame_step, selection.jpeg_quality)
         if self.config.data_dir:
             index = scan_local(self.config.data_dir)
-            if self.config.recordings is None:
+            if self.config.recordings is None and default_recordings is None:
                 present = tuple(r for r in RECORDINGS if r in index.mocap)
                 if not present:
                     raise SelectionError(
@@ -175,9 +182,15 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         return index, selection
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
-        index, selection = self._release_index(dl_manager)
-        self._resolved_selection = selection
-        splits = plan_shards(self.config.name, selection, index)
+        annotation = default_recordings = None
+        if self.config.name == "mini":
+            annotation = find_annotation(self.config.data_dir, self.config.annotation_file)
+            default_recordings = tuple(load_mini(annotation).recordings)
+        index, selection = self._release_index(dl_manager, default_recordings)
+        notes: list[str] = []
+        splits = plan_shards(self.config.name, selection, index, annotation=annotation, notes=notes)
+        if notes:
+            self.build_notes["pixel convention of the annotation's 2D keypoints"] = notes
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"shards": splits[split], "selection": (selection,)})
             for split in SPLIT_RECORDINGS
@@ -206,7 +219,7 @@ def load_dataset(
     """Load a RAT7M config like `datasets.load_dataset` would, running the builder from this package.
 
     Args:
-        config_name: ``"mocap"``, ``"cameras"``, ``"frames"`` or ``"multiview"``.
+        config_name: ``"mocap"``, ``"cameras"``, ``"frames"``, ``"multiview"``, ``"videos"`` or ``"mini"``.
         split: ``"train"`` or ``"test"`` (returns a `Dataset`), or None (a `DatasetDict`).
         data_dir: a folder holding a local copy of the release anywhere below it (helper-script
             layout, flat, or figshare article zips); None downloads from figshare.
@@ -214,7 +227,8 @@ def load_dataset(
         streaming: return an `IterableDataset` (dict) that reads and decodes on the fly.
         num_proc: processes for preparing (one mp4 chunk per unit of work).
         download_mode, verification_mode: as in `datasets.load_dataset`.
-        **config_kwargs: ``recordings``, ``cameras``, ``frame_step``, ``jpeg_quality``, ``source``.
+        **config_kwargs: ``recordings``, ``cameras``, ``frame_step``, ``jpeg_quality``, ``source``,
+            ``annotation_file`` (``mini``).
 
     Raises:
         ValueError: unknown config or an invalid selection (the message lists the valid values).

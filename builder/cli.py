@@ -24,6 +24,7 @@ def _list_of(kind):
 def _add_selection(parser: argparse.ArgumentParser, *, with_config: bool = True) -> None:
     if with_config:
         parser.add_argument("config", help="mocap, cameras, frames, multiview, videos or mini")
+        parser.add_argument("--annotation-file", help="mini config: the annotation pickle (default: in --data-dir)")
     parser.add_argument("--data-dir", help="local copy of the release (default: download from figshare)")
     parser.add_argument("--recordings", type=_list_of(str), help="e.g. s1-d1,s5-d1 (default: all available)")
     parser.add_argument("--cameras", type=_list_of(int), help="e.g. 1,2 (default: all six)")
@@ -36,6 +37,8 @@ def _add_selection(parser: argparse.ArgumentParser, *, with_config: bool = True)
 
 def _config_kwargs(args) -> dict:
     kwargs = {"frame_step": args.frame_step, "jpeg_quality": args.jpeg_quality, "source": args.source}
+    if getattr(args, "annotation_file", None):
+        kwargs["annotation_file"] = args.annotation_file
     if args.recordings:
         kwargs["recordings"] = args.recordings
     if args.cameras:
@@ -144,11 +147,26 @@ def size_table(index) -> str:
     return "\n".join(lines)
 
 
+def _notes(builder) -> dict:
+    """Build notes for the dataset card: the selection, and whatever the build found."""
+    config = builder.config
+    selection = [
+        f"recordings: {', '.join(config.recordings) if config.recordings else 'all available'}",
+        f"cameras: {', '.join(map(str, config.cameras)) if config.cameras else 'all'}",
+        f"frame_step: {config.frame_step}",
+        f"jpeg_quality: {config.jpeg_quality}",
+        f"rat7m builder version {builder.VERSION}",
+    ]
+    return {"selection": selection, **builder.build_notes}
+
+
 def cmd_export(args) -> None:
     from .hub import export_dataset
 
     builder = _prepared_builder(args)
-    export_dataset(builder.as_dataset(), args.config, args.to, max_shard_size=args.max_shard_size)
+    export_dataset(
+        builder.as_dataset(), args.config, args.to, max_shard_size=args.max_shard_size, build_notes=_notes(builder)
+    )
     print(f"Exported {args.config!r} to {os.path.abspath(args.to)}")
     print(f'Load it with: datasets.load_dataset("{os.path.abspath(args.to)}", "{args.config}")')
 
@@ -158,7 +176,9 @@ def cmd_push(args) -> None:
 
     folder = args.workdir or tempfile.mkdtemp(prefix="rat7m-push-")
     builder = _prepared_builder(args)
-    export_dataset(builder.as_dataset(), args.config, folder, max_shard_size=args.max_shard_size)
+    export_dataset(
+        builder.as_dataset(), args.config, folder, max_shard_size=args.max_shard_size, build_notes=_notes(builder)
+    )
     url = push_folder(folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"Pushed {args.config!r} to {url}")
     print(f"Load it with: {load_line(args.repo_id, args.config)}")
@@ -167,8 +187,7 @@ def cmd_push(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate_file
 
-    report = evaluate_file(args.predictions, args)
-    print(report)
+    print(evaluate_file(args.predictions, args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("predictions", help=".npy (N×20×3) or .csv (N×60) in mm, rows in dataset order")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--config", default="mini", choices=("mini", "mocap"), help="what the rows follow")
+    evaluate.add_argument("--annotation-file", help="mini-RAT7M annotation pickle (default: found in --data-dir)")
     _add_selection(evaluate, with_config=False)
     evaluate.set_defaults(run=cmd_evaluate)
     return parser

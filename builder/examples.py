@@ -18,14 +18,15 @@ import numpy as np
 
 from .camera import Camera
 from .errors import MissingFileError, SelectionError, VideoDecodeError
-from .manifest import NUM_MARKERS, split_of, subject_and_day
+from .manifest import NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
+from .mini import load_mini, mini_examples, mini_rows, pixel_convention
 from .mocap import MocapRecording, read_mocap
 from .sources import FileRef, ReleaseIndex, VideoChunk, describe_names, open_file
 from .video import CameraFrames, count_frames, probe_video
 
-CONFIG_NAMES = ("mocap", "cameras", "frames", "multiview", "videos")
+CONFIG_NAMES = ("mocap", "cameras", "frames", "multiview", "videos", "mini")
 #: Configs that read video.
-VIDEO_CONFIGS = ("frames", "multiview", "videos")
+VIDEO_CONFIGS = ("frames", "multiview", "videos", "mini")
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,23 @@ class Shard:
         chunks: camera → that camera's chunks (all of them: a shard may read across a boundary).
         camera: for ``frames``/``videos``: the camera; else None.
         chunk_index: for ``frames``/``videos``: which chunk of ``chunks[camera]``; else None.
-        sample_range: for ``multiview``: ``(start, stop)`` sample indices; else None.
+        sample_range: for ``multiview``: ``(start, stop)`` sample indices; for ``mini``: positions in
+            the recording's annotation rows (`mini.mini_rows`); else None.
+        annotation: for ``mini``: the annotation pickle; else None.
+        split: for ``mini``: the split whose rows the shard holds.
+        pixel_shift: for ``mini``: subtracted from the table's 2D keypoints (see `mini.pixel_convention`).
     """
 
     config: str
     recording: str
-    mocap: FileRef
+    mocap: FileRef | None
     chunks: dict[int, tuple[VideoChunk, ...]] = field(default_factory=dict)
     camera: int | None = None
     chunk_index: int | None = None
     sample_range: tuple[int, int] | None = None
+    annotation: FileRef | None = None
+    split: str | None = None
+    pixel_shift: float = 0.0
 
 
 @functools.lru_cache(maxsize=2)
@@ -84,13 +92,26 @@ def selected_samples(recording: MocapRecording, frame_step: int) -> np.ndarray:
 # Planning
 
 
-def plan_shards(config: str, selection: Selection, index: ReleaseIndex) -> dict[str, list[Shard]]:
+def plan_shards(
+    config: str,
+    selection: Selection,
+    index: ReleaseIndex,
+    annotation: FileRef | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, list[Shard]]:
     """Split the selection into shards, grouped by split (splits without recordings are left out).
+
+    Args:
+        annotation: the mini-RAT7M annotation pickle, for the ``mini`` config.
+        notes: build notes are appended here (e.g. the pixel convention found in the annotation).
 
     Raises:
         MissingFileError: a selected recording's .mat, or a selected camera's chunks, are absent
             or have gaps, or the motion capture refers to frames past the last chunk.
     """
+    if config == "mini":
+        assert annotation is not None
+        return _plan_mini(selection, index, annotation, notes if notes is not None else [])
     missing_mocap = [r for r in selection.recordings if r not in index.mocap]
     if missing_mocap:
         raise MissingFileError(
@@ -125,6 +146,46 @@ def plan_shards(config: str, selection: Selection, index: ReleaseIndex) -> dict[
         else:
             raise SelectionError(f"Unknown config {config!r}. Valid configs: {', '.join(CONFIG_NAMES)}.")
         splits.setdefault(split_of(recording), []).extend(shards)
+    return splits
+
+
+def _plan_mini(
+    selection: Selection, index: ReleaseIndex, annotation_ref: FileRef, notes: list[str]
+) -> dict[str, list[Shard]]:
+    annotation = load_mini(annotation_ref)
+    axes = {camera: annotation.camera_numbers.index(camera) for camera in selection.cameras}
+    splits: dict[str, list[Shard]] = {}
+    for recording in selection.recordings:
+        convention = None
+        for split in SPLIT_RECORDINGS:
+            rows = mini_rows(annotation, recording, split, selection.frame_step)
+            if rows.size == 0:
+                continue
+            convention = convention or pixel_convention(annotation, recording)
+            chunks = {camera: tuple(_checked_chunks(index, recording, camera)) for camera in selection.cameras}
+            for camera in selection.cameras:
+                _check_frames_within_video(
+                    chunks[camera], annotation.frame_index[rows, axes[camera]], recording, camera
+                )
+            reference = selection.cameras[0]
+            starts = np.array([chunk.start for chunk in chunks[reference]], dtype=np.int64)
+            chunk_of_row = np.searchsorted(starts, annotation.frame_index[rows, axes[reference]], side="right")
+            cuts = [0, *(np.flatnonzero(np.diff(chunk_of_row)) + 1).tolist(), rows.size]
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+                splits.setdefault(split, []).append(
+                    Shard(
+                        "mini",
+                        recording,
+                        None,
+                        chunks,
+                        sample_range=(a, b),
+                        annotation=annotation_ref,
+                        split=split,
+                        pixel_shift=convention.shift,
+                    )  # fmt: skip
+                )
+        if convention is not None:
+            notes.append(convention.note)
     return splits
 
 
@@ -218,6 +279,8 @@ def generate_shard(shard: Shard, selection: Selection) -> Iterator[dict]:
         yield from _multiview_examples(shard, selection)
     elif shard.config == "videos":
         yield from _video_examples(shard, selection)
+    elif shard.config == "mini":
+        yield from _mini_examples(shard, selection)
     else:
         raise SelectionError(f"Unknown config {shard.config!r}. Valid configs: {', '.join(CONFIG_NAMES)}.")
 
@@ -353,3 +416,19 @@ def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
         "keypoints_2d": keypoints_2d,
         **opencv_calibration(camera),
     }
+
+
+def _mini_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+    assert shard.annotation is not None and shard.sample_range is not None and shard.split is not None
+    annotation = load_mini(shard.annotation)
+    rows = mini_rows(annotation, shard.recording, shard.split, selection.frame_step)
+    rows = rows[shard.sample_range[0] : shard.sample_range[1]]
+    readers = {
+        camera: CameraFrames(shard.chunks[camera], selection.jpeg_quality, f"{shard.recording} camera {camera}")
+        for camera in selection.cameras
+    }
+    try:
+        yield from mini_examples(annotation, rows, selection.cameras, shard.pixel_shift, readers, shard.recording)
+    finally:
+        for reader in readers.values():
+            reader.close()

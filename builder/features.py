@@ -112,10 +112,26 @@ def videos_features() -> Features:
     )
 
 
+def mini_features() -> Features:
+    return Features(
+        {
+            "images": List(Image()),
+            "cameras": List(Value("int32")),
+            "frame_index": List(Value("int32")),
+            "keypoints_2d": List(keypoints_2d()),
+            "keypoints_3d": keypoints_3d(),
+            "com_2d": List(_fixed(Value("float32"), 2)),
+            **_recording(),
+            "annotation_index": Value("int32"),
+        }
+    )
+
+
 FEATURES = {
     "mocap": mocap_features,
     "cameras": cameras_features,
     "frames": frames_features,
     "multiview": multiview_features,
     "videos": videos_features,
+    "mini": mini_features,
 }

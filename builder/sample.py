@@ -364,3 +364,70 @@ def _zip_articles(root: str, staging: str, spec: SampleSpec) -> None:
     for name in names:
         os.remove(os.path.join(staging, name))
     os.rmdir(staging)
+
+
+def write_mini_annotation(
+    release: FabricatedRelease,
+    path: str,
+    *,
+    one_based: bool = True,
+    image_path_key: str = "image_path",
+    with_split: bool = True,
+    sample_step: int = 2,
+) -> str:
+    """Write a mini-RAT7M-style annotation pickle for a fabricated release.
+
+    Every ``sample_step``-th sample of each recording becomes a row; its ``2D_keypoints`` are the
+    camera model's projections of its 3D keypoints, stored 1-based (as MATLAB would make them) when
+    ``one_based``, so the ``mini`` config must detect and undo the shift.
+
+    Args:
+        image_path_key: ``"image_path"`` (current file) or ``"image_paths"`` (older file).
+        with_split: write ``train_test``; False imitates the older file, split by animal.
+    """
+    from .annotation import write_annotation
+    from .manifest import split_of
+
+    camera_names = [f"Camera{number}" for number in CAMERAS]
+    shift = 1.0 if one_based else 0.0
+    columns: dict[str, list] = {key: [] for key in ("subject", "day", "split", "frames", "k2", "k3", "paths")}
+    cameras: dict = {}
+    for name, recording in release.recordings.items():
+        subject, day = subject_and_day(name)
+        cameras.setdefault(subject, {})[day] = {
+            f"Camera{number}": {
+                "IntrinsicMatrix": camera.intrinsic_matrix,
+                "RotationMatrix": camera.rotation_matrix,
+                "TranslationVector": camera.translation_vector[None, :],
+                "RadialDistortion": camera.radial_distortion[None, :],
+                "TangentialDistortion": camera.tangential_distortion[None, :],
+            }
+            for number, camera in recording.cameras.items()
+        }
+        for t in range(0, len(recording.keypoints_3d), sample_step):
+            frames = [int(recording.frame_index[c][t]) for c in CAMERAS]
+            columns["subject"].append(subject)
+            columns["day"].append(day)
+            columns["split"].append(split_of(name))
+            columns["frames"].append(frames)
+            columns["k3"].append(recording.keypoints_3d[t])
+            columns["k2"].append([recording.cameras[c].project(recording.keypoints_3d[t]) + shift for c in CAMERAS])
+            columns["paths"].append([f"{name}/Camera{c}/{f:06d}.jpg" for c, f in zip(CAMERAS, frames, strict=True)])
+    keypoints_2d = np.array(columns["k2"])
+    with np.errstate(invalid="ignore"):
+        com_2d = np.nanmean(keypoints_2d, axis=2)
+    write_annotation(
+        path,
+        camera_names=camera_names,
+        cameras=cameras,
+        subject=np.array(columns["subject"]),
+        day=np.array(columns["day"]),
+        frame_index=np.array(columns["frames"]),
+        keypoints_2d=keypoints_2d,
+        keypoints_3d=np.array(columns["k3"]),
+        split=np.array(columns["split"]) if with_split else None,
+        image_path=np.array(columns["paths"]),
+        com_2d=com_2d,
+        image_path_key=image_path_key,
+    )
+    return path

@@ -1,0 +1,106 @@
+"""The `mini` benchmark config (annotation pickle + videos) and `rat7m evaluate`."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from helpers import decode_jpeg, raw_images
+
+import rat7m
+from rat7m_builder.cli import main
+from rat7m_builder.errors import MissingFileError, UnsafePickleError
+from rat7m_builder.sample import read_barcode, write_mini_annotation
+
+ANNOTATION = "mini_rat7m_train_test_annotation.pkl"
+
+
+@pytest.fixture
+def mini_release(sample_release, tmp_path):
+    """The sample release plus an annotation (1-based 2D keypoints, as MATLAB makes them)."""
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    write_mini_annotation(sample_release, os.path.join(root, ANNOTATION))
+    return root
+
+
+def test_mini_rows_match_frames_rows(mini_release, tmp_path, sample_release):
+    mini = rat7m.load_dataset("mini", data_dir=mini_release, cache_dir=str(tmp_path / "m"))
+    assert {split: mini[split].num_rows for split in mini} == {"train": 15, "test": 15}  # every 2nd sample
+    frames = rat7m.load_dataset("frames", data_dir=mini_release, cache_dir=str(tmp_path / "f"))
+    for split in ("train", "test"):
+        by_sample = {
+            (int(row["camera"]), int(row["sample_index"])): row
+            for row in raw_images(frames[split]).with_format("numpy")
+        }
+        first_row = min(mini[split]["annotation_index"])
+        for row in raw_images(mini[split], "images").with_format("numpy"):
+            assert list(row["cameras"]) == [1, 2, 3, 4, 5, 6]
+            sample = (int(row["annotation_index"]) - first_row) * 2  # the annotation holds every 2nd sample
+            for view, camera in enumerate(row["cameras"]):
+                reference = by_sample[(int(camera), sample)]
+                assert row["frame_index"][view] == reference["frame_index"]
+                assert row["images"][view]["bytes"] == reference["image"]["bytes"]
+                # the table's 1-based keypoints were detected and published 0-based, like `frames`
+                np.testing.assert_allclose(row["keypoints_2d"][view], reference["keypoints_2d"], atol=1e-4)
+                np.testing.assert_array_equal(row["keypoints_3d"], reference["keypoints_3d"])
+            assert read_barcode(decode_jpeg(row["images"][0]["bytes"])) == row["frame_index"][0]
+
+
+def test_older_file_without_split_and_with_image_paths(sample_release, tmp_path):
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    write_mini_annotation(
+        sample_release, os.path.join(root, "rat7m_train_test_annotation.pkl"), image_path_key="image_paths",
+        with_split=False, one_based=False,
+    )  # fmt: skip
+    mini = rat7m.load_dataset("mini", data_dir=root, cache_dir=str(tmp_path / "c"), cameras=[2, 6])
+    assert set(mini["test"]["recording"]) == {"s5-d1"} and set(mini["train"]["recording"]) == {"s1-d1"}
+    row = mini["train"].with_format("numpy")[3]
+    truth = sample_release.recordings["s1-d1"]
+    sample = int(row["annotation_index"]) * 2  # every 2nd sample of s1-d1, which comes first
+    expected = truth.cameras[6].project(truth.keypoints_3d[sample]).astype(np.float32)
+    np.testing.assert_allclose(row["keypoints_2d"][1], expected, atol=1e-4)  # 0-based file: kept
+
+
+def test_missing_annotation_says_where_to_get_it(sample_release, cache_dir):
+    with pytest.raises(MissingFileError, match=r"drive\.google\.com.*put it in your data_dir"):
+        rat7m.load_dataset("mini", data_dir=sample_release.root, cache_dir=cache_dir)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['RAT7M_TEST_MARKER']}",))
+
+
+def test_hostile_annotation_is_refused_and_runs_nothing(sample_release, tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("RAT7M_TEST_MARKER", str(marker))
+    hostile = tmp_path / ANNOTATION
+    with open(hostile, "wb") as file:
+        pickle.dump({"cameras": {}, "camera_names": _Boom(), "table": {}}, file)
+    with pytest.raises(UnsafePickleError, match="os.system|posix.system"):
+        rat7m.load_dataset("mini", data_dir=sample_release.root, annotation_file=str(hostile), cache_dir=str(tmp_path))
+    assert not marker.exists()
+
+
+def test_evaluate_command(mini_release, tmp_path, capsys, sample_release):
+    truth = sample_release.recordings["s5-d1"].keypoints_3d[::2]  # the test split's rows, in order
+    predictions = truth + np.array([3.0, 4.0, 0.0])  # every valid marker 5 mm off
+    np.save(tmp_path / "pred.npy", predictions)
+    assert main(["evaluate", str(tmp_path / "pred.npy"), "--split", "test", "--data-dir", mini_release]) == 0
+    report = capsys.readouterr().out
+    overall = report.splitlines()[1].split()
+    assert overall[0] == "overall" and overall[1] == "15" and float(overall[2]) == pytest.approx(5.0)
+    assert float(overall[3]) == pytest.approx(0.0, abs=1e-6)  # a rigid shift: PA-MPJPE is 0
+    assert "s5-d1" in report
+    # CSV, N×60, no header: no row is eaten
+    np.savetxt(tmp_path / "pred.csv", predictions.reshape(len(predictions), 60), delimiter=",")
+    assert main(["evaluate", str(tmp_path / "pred.csv"), "--data-dir", mini_release]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1] == "15"
+    np.save(tmp_path / "short.npy", predictions[:-1])
+    assert main(["evaluate", str(tmp_path / "short.npy"), "--data-dir", mini_release]) == 1
+    assert "14 predictions, but the mini test split has 15 rows" in capsys.readouterr().err
