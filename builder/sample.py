@@ -14,6 +14,7 @@ through the camera model, so tests can prove frame alignment and geometry, not j
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -414,7 +415,8 @@ def write_mini_annotation(
             columns["k2"].append([recording.cameras[c].project(recording.keypoints_3d[t]) + shift for c in CAMERAS])
             columns["paths"].append([f"{name}/Camera{c}/{f:06d}.jpg" for c, f in zip(CAMERAS, frames, strict=True)])
     keypoints_2d = np.array(columns["k2"])
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # an all-NaN sample has no centre of mass: NaN, as MATLAB gives
+        warnings.simplefilter("ignore", RuntimeWarning)
         com_2d = np.nanmean(keypoints_2d, axis=2)
     write_annotation(
         path,
