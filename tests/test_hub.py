@@ -529,3 +529,23 @@ def test_standin_answers_like_the_hub(tmp_path):
         assert code == 416
         code, _, body = status("/api/datasets/org/x/tree/main")
         assert code == 200 and json.loads(body)[0]["path"] == ".gitattributes"
+
+
+def test_rat7m_push_command_end_to_end(tmp_path, sample_release):
+    """`rat7m push` builds, exports and uploads; stock `datasets` loads the same rows back from the Hub."""
+    with HubStandIn(upload_mode="auto", token=TOKEN) as standin:
+        env = _env(standin.url, tmp_path / "hf_home", xet=False)
+        command = [
+            "rat7m", "push", "cameras", "--repo-id", "org/rat7m", "--data-dir", sample_release.root,
+            "--cache-dir", str(tmp_path / "cache"), "--workdir", str(tmp_path / "export"),
+        ]  # fmt: skip
+        pushed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert pushed.returncode == 0, pushed.stderr[-4000:]
+        assert f"{standin.url}/datasets/org/rat7m" in pushed.stdout
+        assert 'datasets.load_dataset("org/rat7m", "cameras")' in pushed.stdout
+        assert TOKEN not in pushed.stdout + pushed.stderr
+        loaded = _load_from_hub("org/rat7m", ["cameras"], tmp_path / "loaded", env)["cameras"]
+    local = datasets.load_dataset(str(tmp_path / "export"), "cameras")
+    for split in ("train", "test"):
+        assert_same_rows(loaded[split], local[split])
+    assert loaded["test"]["camera"] == [1, 2, 3, 4, 5, 6]
