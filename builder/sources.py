@@ -17,11 +17,71 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
+import fsspec.caching
+
 from .errors import MissingFileError, UnsafeArchiveError
 from .manifest import VideoName, parse_mocap_name, parse_video_name
 
 #: fsspec block size for remote reads: large enough that PyAV's small reads rarely cost a request.
 REMOTE_BLOCK_SIZE = 8 * 1024 * 1024
+#: First read-ahead of a remote file; it doubles with each sequential request up to
+#: `REMOTE_BLOCK_SIZE`. Probing a video (header, ``moov`` index, first packets) or reading only the
+#: first frames of a chunk then costs tens of KiB, not a whole block.
+REMOTE_FIRST_BLOCK_SIZE = 64 * 1024
+
+
+class GrowingReadAheadCache(fsspec.caching.BaseCache):
+    """An fsspec cache for reading a remote mp4 or .mat front to back with few wasted bytes.
+
+    - Read-ahead like fsspec's ``"readahead"`` (each request fetches what was asked plus a margin,
+      and replaces the previous range), but the margin starts at ``first_block`` and doubles with
+      each sequential request up to ``blocksize``; a jump resets it. Short reads stay short.
+    - The first range fetched from offset 0 is kept for the file's lifetime: PyAV opens an mp4 whose
+      ``moov`` index sits at the end by reading the head, jumping to the tail, then coming back to
+      the head, which a single-range cache would fetch twice.
+    """
+
+    name = "rat7m_readahead"
+
+    def __init__(self, blocksize: int, fetcher, size: int, first_block: int = REMOTE_FIRST_BLOCK_SIZE) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.first_block = max(1, min(first_block, blocksize))
+        self.readahead = self.first_block
+        self.head = b""
+        self.cache = b""
+        self.start = self.end = 0
+
+    def _fetch(self, start: int | None, end: int | None) -> bytes:
+        start = 0 if start is None else start
+        end = self.size if end is None or end > self.size else end
+        if start >= end:
+            return b""
+        parts = []
+        if start < len(self.head):
+            parts.append(self.head[start:end])
+            start = len(self.head)
+            if end <= start:
+                self.hit_count += 1
+                return parts[0]
+        if self.start <= start and end <= self.end:
+            self.hit_count += 1
+            return b"".join([*parts, self.cache[start - self.start : end - self.start]])
+        if self.start <= start < self.end:  # the start is cached: fetch only the rest
+            parts.append(self.cache[start - self.start :])
+            start = self.end
+        self.miss_count += 1
+        sequential = self.end > 0 and start == self.end
+        self.readahead = min(self.blocksize, self.readahead * 2) if sequential else self.first_block
+        fetch_end = min(self.size, end + self.readahead)
+        self.total_requested_bytes += fetch_end - start
+        self.cache = self.fetcher(start, fetch_end)
+        self.start, self.end = start, start + len(self.cache)
+        if not self.head and start == 0:
+            self.head = self.cache  # the same bytes object: no copy
+        return b"".join([*parts, self.cache[: end - start]])
+
+
+fsspec.caching.register_cache(GrowingReadAheadCache, clobber=True)
 
 
 @dataclass(frozen=True)
@@ -210,6 +270,9 @@ class _ByteRange(io.RawIOBase):
 def open_file(ref: FileRef) -> IO[bytes]:
     """Open a release file for binary reading (seekable). The caller closes it.
 
+    A remote file is read with HTTP Range requests through `GrowingReadAheadCache`, and reads that
+    fail on a dropped connection are retried (``datasets``' ``xopen``).
+
     Raises:
         MissingFileError: the file or archive member is not there any more.
     """
@@ -227,7 +290,13 @@ def open_file(ref: FileRef) -> IO[bytes]:
         if "://" in ref.location:
             from datasets.utils.file_utils import xopen  # retries dropped connections while reading
 
-            return xopen(ref.location, "rb", block_size=REMOTE_BLOCK_SIZE, cache_type="readahead")
+            return xopen(
+                ref.location,
+                "rb",
+                block_size=REMOTE_BLOCK_SIZE,
+                cache_type=GrowingReadAheadCache.name,
+                cache_options={"first_block": REMOTE_FIRST_BLOCK_SIZE},
+            )
         return open(ref.location, "rb")
     except FileNotFoundError as error:
         raise MissingFileError(
