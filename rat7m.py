@@ -16,7 +16,11 @@ the Hub gets plain Parquet (``rat7m export`` / ``rat7m push``).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,15 +29,25 @@ from datasets.builder import Key
 from datasets.download.streaming_download_manager import StreamingDownloadManager
 
 from rat7m_builder import metrics  # noqa: F401  (public: rat7m.metrics.mpjpe, …)
-from rat7m_builder.errors import Rat7MError, SelectionError
+from rat7m_builder.errors import CorruptVideoWarning, Rat7MError, SelectionError
 from rat7m_builder.examples import CONFIG_NAMES, VIDEO_CONFIGS, Selection, Shard, generate_shard, plan_shards
 from rat7m_builder.features import FEATURES
 from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
 from rat7m_builder.mini import find_annotation, load_mini
+from rat7m_builder.notes import (
+    CORRUPT_VIDEO_HEADING,
+    NOTES_DIR,
+    ShardNotes,
+    read_build_notes,
+    shard_key,
+    write_shard_notes,
+)
 from rat7m_builder.sources import ReleaseIndex, scan_local
 from rat7m_builder.video import decode_frames
 
 __all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics", "prepare"]
+
+logger = logging.getLogger("rat7m")
 
 _DESCRIPTION = (
     "RAT7M: about 7 M video frames of freely moving rats from 6 calibrated cameras with 20-marker 3D "
@@ -75,6 +89,11 @@ class Rat7MConfig(datasets.BuilderConfig):
         source: when downloading from figshare: ``"files"`` (only the needed files, verified) or
             ``"archives"`` (whole article zips, as the original helper script).
         annotation_file: for ``mini``: the annotation pickle (default: found below ``data_dir``).
+        on_corrupt_video: ``"error"`` (default): a damaged mp4 fails the build with
+            `VideoDecodeError` naming the file and frame. ``"skip"`` (``frames``, ``multiview``):
+            the examples whose frame is damaged — with every frame predicted from it, up to the next
+            keyframe — are left out, counted in a `CorruptVideoWarning` and in ``build_notes``
+            (and so on the dataset card). Each chunk is then decoded twice (a full check first).
     """
 
     recordings: Sequence[str] | None = None
@@ -83,6 +102,7 @@ class Rat7MConfig(datasets.BuilderConfig):
     jpeg_quality: int = 90
     source: str = "files"
     annotation_file: str | None = None
+    on_corrupt_video: str = "error"
 
     def validate(self) -> None:
         """Check and normalise the selection; raises `SelectionError` (a ValueError) listing valid values."""
@@ -109,6 +129,10 @@ class Rat7MConfig(datasets.BuilderConfig):
             raise SelectionError(f"jpeg_quality must be an integer from 1 to 100, got {quality!r}.")
         if self.source not in _SOURCES:
             raise SelectionError(f"source must be one of {', '.join(_SOURCES)}, got {self.source!r}.")
+        if self.on_corrupt_video not in _ON_CORRUPT:
+            raise SelectionError(
+                f"on_corrupt_video must be one of {', '.join(_ON_CORRUPT)}, got {self.on_corrupt_video!r}."
+            )
 
 
 class Rat7M(datasets.GeneratorBasedBuilder):
@@ -144,12 +168,13 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             cameras=tuple(self.config.cameras or CAMERAS),
             frame_step=self.config.frame_step,
             jpeg_quality=self.config.jpeg_quality,
+            on_corrupt_video=self.config.on_corrupt_video,
         )
 
     def _release_index(self, dl_manager, default_recordings: tuple[str, ...] | None) -> tuple[ReleaseIndex, Selection]:
         selection = self.selection
         if self.config.recordings is None and default_recordings is not None:
-            selection = Selection(default_recordings, selection.cameras, selection.frame_step, selection.jpeg_quality)
+            selection = dataclasses.replace(selection, recordings=default_recordings)
         if self.config.data_dir:
             index = scan_local(self.config.data_dir)
             if self.config.recordings is None and default_recordings is None:
@@ -159,7 +184,7 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                         f"data_dir {self.config.data_dir}: no mocap-s*-d*.mat file found below it. Point "
                         "data_dir at your RAT7M copy, or leave it out to download from figshare."
                     )
-                selection = Selection(present, selection.cameras, selection.frame_step, selection.jpeg_quality)
+                selection = dataclasses.replace(selection, recordings=present)
             return index, selection
         from rat7m_builder.download import figshare_index
 
@@ -181,16 +206,32 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         )
         return index, selection
 
-    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+    def plan(self, dl_manager=None, index_transform=None) -> tuple[dict[str, list[Shard]], Selection]:
+        """The shards of each split and the selection, exactly as a prepare would run them; generates nothing.
+
+        Used by `_split_generators` and by other engines (``rat7m_builder.ray_export``). Records
+        build notes in `build_notes`.
+
+        Args:
+            dl_manager: a `datasets` download manager (a streaming one makes figshare refs remote
+                URLs instead of downloading); not used with ``data_dir``.
+            index_transform: called with the `ReleaseIndex` before planning; returns the index to plan with.
+        """
         annotation = default_recordings = None
         if self.config.name == "mini":
             annotation = find_annotation(self.config.data_dir, self.config.annotation_file)
             default_recordings = tuple(load_mini(annotation).recordings)
         index, selection = self._release_index(dl_manager, default_recordings)
+        if index_transform is not None:
+            index = index_transform(index)
         notes: list[str] = []
         splits = plan_shards(self.config.name, selection, index, annotation=annotation, notes=notes)
         if notes:
             self.build_notes["pixel convention of the annotation's 2D keypoints"] = notes
+        return splits, selection
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        splits, selection = self.plan(dl_manager)
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"shards": splits[split], "selection": (selection,)})
             for split in SPLIT_RECORDINGS
@@ -200,8 +241,67 @@ class Rat7M(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, dict]]:
         # `selection` is a 1-tuple so `num_proc` hands it whole to every job (lists are split).
         for shard_id, shard in enumerate(shards):
-            for example_id, example in enumerate(generate_shard(shard, selection[0])):
+            notes = ShardNotes()
+            for example_id, example in enumerate(generate_shard(shard, selection[0], notes)):
                 yield Key(shard_id, example_id), example
+            notes_dir = getattr(self, "_notes_dir", None)  # set while preparing (not when streaming)
+            if notes and notes_dir:
+                write_shard_notes(notes_dir, shard_key(shard), notes)
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        # `datasets` prepares into `<cache>.incomplete` (under its lock) and reuses that folder as it is
+        # after a killed run: start from an empty one, so nothing of the killed run survives.
+        if os.path.basename(self._output_dir).endswith(".incomplete") and os.path.isdir(self._output_dir):
+            for entry in os.scandir(self._output_dir):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.remove(entry.path)
+        self._notes_dir = os.path.join(self._output_dir, NOTES_DIR)
+        try:
+            super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        finally:
+            self._notes_dir = None
+
+    def download_and_prepare(self, *args, **kwargs) -> None:
+        """As in `datasets`; then reads the notes the build left (also from an earlier, cached build).
+
+        Examples left out with ``on_corrupt_video="skip"`` are counted in ``build_notes`` and in a
+        `CorruptVideoWarning`, every time the dataset is loaded.
+        """
+        self._say_if_another_prepare_runs(kwargs.get("output_dir"))
+        super().download_and_prepare(*args, **kwargs)
+        summary = read_build_notes(os.path.join(self._output_dir, NOTES_DIR))
+        if summary:
+            self.build_notes[CORRUPT_VIDEO_HEADING] = summary.lines()
+            warnings.warn(
+                f"rat7m {self.config.name}: {summary.headline()} (on_corrupt_video='skip'); "
+                "see builder.build_notes, the dataset card's build notes, and the log for each file.",
+                CorruptVideoWarning,
+                stacklevel=2,
+            )
+
+    def _say_if_another_prepare_runs(self, output_dir: str | None) -> None:
+        """`datasets` prepares under a file lock: a second prepare of the same config and cache waits for the
+        first one silently, then reuses its result. Tell the user why nothing seems to happen."""
+        output_dir = str(output_dir or self._cache_dir)
+        lock_path = output_dir + "_builder.lock"  # the lock `datasets` 4–5 takes in download_and_prepare
+        if "://" in output_dir or not os.path.exists(lock_path):
+            return
+        from datasets.utils._filelock import FileLock
+        from filelock import Timeout
+
+        try:
+            with FileLock(lock_path, timeout=0):
+                return
+        except Timeout:
+            logger.warning(
+                "Another process is preparing rat7m %r in %s right now (it holds %s). Waiting for it to "
+                "finish; its result is then reused, not built again.",
+                self.config.name,
+                output_dir,
+                lock_path,
+            )
 
 
 def load_dataset(
@@ -228,7 +328,7 @@ def load_dataset(
         num_proc: processes for preparing (one mp4 chunk per unit of work).
         download_mode, verification_mode: as in `datasets.load_dataset`.
         **config_kwargs: ``recordings``, ``cameras``, ``frame_step``, ``jpeg_quality``, ``source``,
-            ``annotation_file`` (``mini``).
+            ``annotation_file`` (``mini``), ``on_corrupt_video`` (``"error"`` or ``"skip"``).
 
     Raises:
         ValueError: unknown config or an invalid selection (the message lists the valid values).

@@ -31,12 +31,20 @@ def _add_selection(parser: argparse.ArgumentParser, *, with_config: bool = True)
     parser.add_argument("--frame-step", type=int, default=1, help="keep samples whose index is a multiple of this")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--source", choices=("files", "archives"), default="files", help="figshare download mode")
+    parser.add_argument(
+        "--on-corrupt-video",
+        choices=("error", "skip"),
+        default="error",
+        help="damaged mp4: fail (default), or leave out its damaged frames (counted in a warning and the card)",
+    )
     parser.add_argument("--num-proc", type=int, default=None, help="processes for preparing")
     parser.add_argument("--cache-dir", help="datasets cache folder")
 
 
 def _config_kwargs(args) -> dict:
     kwargs = {"frame_step": args.frame_step, "jpeg_quality": args.jpeg_quality, "source": args.source}
+    if getattr(args, "on_corrupt_video", "error") != "error":
+        kwargs["on_corrupt_video"] = args.on_corrupt_video
     if getattr(args, "annotation_file", None):
         kwargs["annotation_file"] = args.annotation_file
     if args.recordings:
@@ -163,12 +171,35 @@ def _notes(builder) -> dict:
 def cmd_export(args) -> None:
     from .hub import export_dataset
 
+    if getattr(args, "engine", "local") == "ray":
+        return _export_with_ray(args)
+    if getattr(args, "ray_address", None):
+        raise ValueError("--ray-address needs --engine ray")
     builder = _prepared_builder(args)
     export_dataset(
         builder.as_dataset(), args.config, args.to, max_shard_size=args.max_shard_size, build_notes=_notes(builder)
     )
     print(f"Exported {args.config!r} to {os.path.abspath(args.to)}")
     print(f'Load it with: datasets.load_dataset("{os.path.abspath(args.to)}", "{args.config}")')
+
+
+def _export_with_ray(args) -> None:
+    from .ray_export import INSTALL_HINT, export_with_ray, ray_available
+
+    if not ray_available():
+        raise Rat7MError(INSTALL_HINT)
+    import rat7m
+
+    builder = rat7m.Rat7M(
+        config_name=args.config, data_dir=args.data_dir, cache_dir=args.cache_dir, **_config_kwargs(args)
+    )
+    result = export_with_ray(builder, args.to, ray_address=args.ray_address, num_cpus=args.num_proc)
+    where = args.to if "://" in args.to else os.path.abspath(args.to)
+    print(
+        f"Exported {args.config!r} to {where} on Ray: {result['num_examples']} rows in {len(result['files'])} "
+        f"shards ({result['tasks_run']} written now, {result['shards_skipped']} already there)"
+    )
+    print(f'Load it with: datasets.load_dataset("{where}", "{args.config}")')
 
 
 def cmd_push(args) -> None:
@@ -216,8 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a config as Hub-layout Parquet shards + dataset card")
     _add_selection(export)
-    export.add_argument("--to", required=True, help="output folder")
-    export.add_argument("--max-shard-size", default="500MB")
+    export.add_argument("--to", required=True, help="output folder (with --engine ray: or an fsspec URL, s3://…)")
+    export.add_argument("--max-shard-size", default="500MB", help="local engine: shard size (Ray: one per chunk)")
+    export.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: prepare here, then write; ray: one Ray task per shard (needs the `ray` extra)",
+    )
+    export.add_argument(
+        "--ray-address", help="with --engine ray: a running Ray cluster (e.g. ray://head:10001); default: local Ray"
+    )
     export.set_defaults(run=cmd_export)
 
     push = commands.add_parser("push", help="export a config and upload it to the Hugging Face Hub")

@@ -39,5 +39,9 @@ class UnsafePickleError(Rat7MError):
     """A pickle asks to build something other than plain data (code execution refused)."""
 
 
+class CorruptVideoWarning(UserWarning):
+    """With ``on_corrupt_video="skip"``: examples were left out because their video frames are damaged."""
+
+
 class AnnotationFormatError(Rat7MError, ValueError):
     """The mini-RAT7M annotation pickle does not have the expected structure."""

@@ -21,6 +21,7 @@ from .errors import MissingFileError, SelectionError, VideoDecodeError
 from .manifest import NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
 from .mini import load_mini, mini_examples, mini_rows, pixel_convention
 from .mocap import MocapRecording, read_mocap
+from .notes import ShardNotes
 from .sources import FileRef, ReleaseIndex, VideoChunk, describe_names, open_file
 from .video import CameraFrames, count_frames, probe_video
 
@@ -38,12 +39,15 @@ class Selection:
         cameras: camera numbers, ascending.
         frame_step: keep samples whose ``sample_index`` is a multiple of this.
         jpeg_quality: 1–100.
+        on_corrupt_video: ``"error"`` (a damaged mp4 fails the build) or ``"skip"`` (``frames`` and
+            ``multiview`` leave out the examples whose frame is damaged, counted in the shard notes).
     """
 
     recordings: tuple[str, ...]
     cameras: tuple[int, ...]
     frame_step: int = 1
     jpeg_quality: int = 90
+    on_corrupt_video: str = "error"
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,13 @@ def plan_shards(
             chunks = {camera: tuple(_checked_chunks(index, recording, camera)) for camera in selection.cameras}
             samples = selected_samples(mocap, selection.frame_step)
             for camera in selection.cameras:
-                _check_frames_within_video(chunks[camera], mocap.frame_index[camera][samples], recording, camera)
+                _check_frames_within_video(
+                    chunks[camera],
+                    mocap.frame_index[camera][samples],
+                    recording,
+                    camera,
+                    tolerate_damage=selection.on_corrupt_video == "skip",
+                )
             if config in ("frames", "videos"):
                 for camera in selection.cameras:
                     for chunk_index in range(len(chunks[camera])):
@@ -228,8 +238,14 @@ def _checked_chunks(index: ReleaseIndex, recording: str, camera: int) -> list[Vi
     return chunks
 
 
-def _check_frames_within_video(chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int) -> None:
-    """Fail before decoding anything if the motion capture refers to frames past the last chunk."""
+def _check_frames_within_video(
+    chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int, tolerate_damage: bool = False
+) -> None:
+    """Fail before decoding anything if the motion capture refers to frames past the last chunk.
+
+    ``tolerate_damage`` (``on_corrupt_video="skip"``): an unreadable last chunk is not an error here;
+    its frames are left out (and counted) when the examples are generated.
+    """
     if frames.size == 0:
         return
     last = chunks[-1]
@@ -237,7 +253,12 @@ def _check_frames_within_video(chunks: Sequence[VideoChunk], frames: np.ndarray,
     if highest < last.start:
         return
     with open_file(last.file) as file:
-        info = probe_video(file, last.file.name)
+        try:
+            info = probe_video(file, last.file.name)
+        except VideoDecodeError:
+            if tolerate_damage:
+                return
+            raise
     if info.num_frames is not None and highest >= last.start + info.num_frames:
         raise MissingFileError(
             f"{last.file.name}: the motion capture of {recording} refers to camera {camera} frame {highest}, "
@@ -267,16 +288,20 @@ def _recording_columns(recording: str) -> dict:
     return {"recording": recording, "subject": subject, "day": day}
 
 
-def generate_shard(shard: Shard, selection: Selection) -> Iterator[dict]:
-    """Yield the examples of one shard, in a deterministic order."""
+def generate_shard(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:
+    """Yield the examples of one shard, in a deterministic order.
+
+    Args:
+        notes: with ``on_corrupt_video="skip"``, what the shard left out is added here.
+    """
     if shard.config == "mocap":
         yield from _mocap_examples(shard, selection)
     elif shard.config == "cameras":
         yield from _camera_examples(shard, selection)
     elif shard.config == "frames":
-        yield from _frame_examples(shard, selection)
+        yield from _frame_examples(shard, selection, notes)
     elif shard.config == "multiview":
-        yield from _multiview_examples(shard, selection)
+        yield from _multiview_examples(shard, selection, notes)
     elif shard.config == "videos":
         yield from _video_examples(shard, selection)
     elif shard.config == "mini":
@@ -319,7 +344,7 @@ def chunk_samples(chunks: Sequence[VideoChunk], chunk_index: int, frames: np.nda
     return np.flatnonzero((frames >= start) & (frames < stop))
 
 
-def _frame_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:
     assert shard.camera is not None and shard.chunk_index is not None
     mocap = load_mocap(shard.mocap)
     camera = mocap.cameras[shard.camera]
@@ -335,19 +360,25 @@ def _frame_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     keypoints_3d = keypoints_3d.astype(np.float32)
     constant = {**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)}
     label = f"{shard.recording} camera {shard.camera}"
-    with CameraFrames(chunks, selection.jpeg_quality, label) as video:
+    notes = notes if notes is not None else ShardNotes()
+    with CameraFrames(chunks, selection.jpeg_quality, label, selection.on_corrupt_video) as video:
         for row, (sample, frame) in enumerate(zip(samples.tolist(), frames.tolist(), strict=True)):
+            image = video.get(frame)
+            if image is None:  # on_corrupt_video="skip": a damaged frame, counted, never a silent gap
+                notes.rows_skipped += 1
+                continue
             yield {
-                "image": {"bytes": video.get(frame), "path": None},
+                "image": {"bytes": image, "path": None},
                 **constant,
                 "sample_index": sample,
                 "frame_index": frame,
                 "keypoints_3d": keypoints_3d[row],
                 "keypoints_2d": keypoints_2d[row],
             }
+        notes.add_reader(video)
 
 
-def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
+def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:
     assert shard.sample_range is not None
     mocap = load_mocap(shard.mocap)
     samples = selected_samples(mocap, selection.frame_step)
@@ -358,13 +389,20 @@ def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     keypoints_3d = keypoints_3d.astype(np.float32)
     frames = np.stack([mocap.frame_index[c][samples] for c in cameras], axis=1)
     base = _recording_columns(shard.recording)
-    readers = [CameraFrames(shard.chunks[c], selection.jpeg_quality, f"{shard.recording} camera {c}") for c in cameras]
+    on_corrupt = selection.on_corrupt_video
+    readers = [
+        CameraFrames(shard.chunks[c], selection.jpeg_quality, f"{shard.recording} camera {c}", on_corrupt)
+        for c in cameras
+    ]
+    notes = notes if notes is not None else ShardNotes()
     try:
         for row, sample in enumerate(samples.tolist()):
+            images = [reader.get(int(f)) for reader, f in zip(readers, frames[row], strict=True)]
+            if any(image is None for image in images):  # on_corrupt_video="skip": counted, never a silent gap
+                notes.rows_skipped += 1
+                continue
             yield {
-                "images": [
-                    {"bytes": reader.get(int(f)), "path": None} for reader, f in zip(readers, frames[row], strict=True)
-                ],
+                "images": [{"bytes": image, "path": None} for image in images],
                 "cameras": list(cameras),
                 "frame_index": frames[row].astype(np.int32),
                 "keypoints_3d": keypoints_3d[row],
@@ -374,6 +412,7 @@ def _multiview_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
             }
     finally:
         for reader in readers:
+            notes.add_reader(reader)
             reader.close()
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "push_folder",
     "render_card",
     "size_category",
+    "write_card",
 ]
 
 DEFAULT_MAX_SHARD_SIZE = "500MB"  # what push_to_hub uses (datasets.config.MAX_SHARD_SIZE)
@@ -189,6 +190,11 @@ def _format_note_value(value: Any) -> str:
 def _render_notes_block(config_name: str, notes: dict) -> str:
     lines = [_NOTES_BEGIN.format(config=config_name), f"### `{config_name}`", ""]
     for key, value in notes.items():
+        if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+            # lines of text (what `Rat7M.build_notes` holds): a nested list, readable on the card
+            lines.append(f"- **{key}**:")
+            lines.extend(f"  - {' '.join(item.split())}" for item in value)
+            continue
         lines.append(f"- **{key}**: {_format_note_value(value)}")
     lines.append("")
     lines.append(_NOTES_END)
@@ -219,9 +225,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _write_split(
-    ds: datasets.Dataset, split: str, out_dir: Path, max_shard_size: int
-) -> tuple[list[str], int, int]:
+def _write_split(ds: datasets.Dataset, split: str, out_dir: Path, max_shard_size: int) -> tuple[list[str], int, int]:
     """Write one split as push_to_hub does; return (file names, uploaded bytes, uncompressed bytes)."""
     nbytes = _nbytes(ds)
     writer_batch_size = get_writer_batch_size_from_features(ds.features)
@@ -321,7 +325,7 @@ def export_dataset(
         # possible (a card whose split sizes disagree with the shards fails `load_dataset`'s checks).
         readme = to_dir / "README.md"
         readme_text = _render_readme(
-            readme,
+            readme.read_text(encoding="utf-8") if readme.exists() else None,
             config_name,
             _dataset_info(config_name, features, split_dict, splits_summary),
             list(dataset_dict),
@@ -363,6 +367,60 @@ def export_dataset(
     }
 
 
+def write_card(
+    to: str | os.PathLike,
+    config_name: str,
+    features: datasets.Features,
+    splits: dict[str, dict],
+    *,
+    card_body_path: str | os.PathLike | None = None,
+    build_notes: dict | None = None,
+    storage_options: dict | None = None,
+) -> str:
+    """Create or merge the ``README.md`` of an export whose shards of ``config_name`` are written already.
+
+    The same card :func:`export_dataset` writes, for engines that write the shards themselves
+    (``rat7m_builder.ray_export``). ``to`` is a folder or an fsspec URL (``s3://bucket/rat7m``).
+
+    Args:
+        features: the config's features.
+        splits: split → ``{"num_examples", "num_bytes", "download_size"}``, in card order.
+
+    Returns:
+        The README text written.
+    """
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config_name) or config_name == "data":
+        raise ValueError(f"Invalid config name: {config_name!r}")
+    body_path = find_card_body(card_body_path)
+    card_meta_from_body, body = _split_front_matter(body_path.read_text(encoding="utf-8"))
+    if _PLACEHOLDER_MARK in body:
+        warnings.warn(f"{body_path} is still the placeholder card body", UserWarning, stacklevel=2)
+    split_dict = SplitDict()
+    for split, sizes in splits.items():
+        split_dict.add(SplitInfo(name=split, num_bytes=sizes["num_bytes"], num_examples=sizes["num_examples"]))
+    fs, root = fsspec.core.url_to_fs(str(to), **(storage_options or {}))
+    readme = f"{root.rstrip('/')}/README.md"
+    old_text = fs.cat_file(readme).decode("utf-8") if fs.exists(readme) else None
+    text = _render_readme(
+        old_text,
+        config_name,
+        _dataset_info(config_name, features, split_dict, splits),
+        list(splits),
+        card_meta_from_body,
+        body,
+        build_notes,
+    )
+    if isinstance(fs, LocalFileSystem):
+        Path(root).mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(Path(readme), text)
+    else:
+        fs.pipe_file(readme, text.encode("utf-8"))  # one object put: replaced whole
+    return text
+
+
 def _dataset_info(config_name: str, features, split_dict: SplitDict, splits_summary: dict) -> DatasetInfo:
     """The ``dataset_info`` entry of a config, with the fields push_to_hub fills."""
     return DatasetInfo(
@@ -375,7 +433,7 @@ def _dataset_info(config_name: str, features, split_dict: SplitDict, splits_summ
 
 
 def _render_readme(
-    readme: Path,
+    old_text: str | None,
     config_name: str,
     info: DatasetInfo,
     splits: list[str],
@@ -383,9 +441,8 @@ def _render_readme(
     body: str,
     build_notes: dict | None,
 ) -> str:
-    """The merged README text (``readme`` is read, not written)."""
-    if readme.exists():
-        old_text = readme.read_text(encoding="utf-8")
+    """The merged README text (``old_text``: the README already there, if any)."""
+    if old_text is not None:
         card_data = DatasetCard(old_text).data
         notes_blocks = _existing_notes(old_text)
     else:

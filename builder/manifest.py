@@ -58,9 +58,11 @@ SKELETON_EDGES: tuple[tuple[int, int], ...] = (
 #: actually present, so any chunk size works.
 NOMINAL_CHUNK_FRAMES = 3500
 
-_RECORDING_RE = re.compile(r"^s(\d+)-d(\d+)$")
-_VIDEO_RE = re.compile(r"^s(\d+)-d(\d+)-camera(\d+)-(\d+)\.mp4$")
-_MOCAP_RE = re.compile(r"^mocap-s(\d+)-d(\d+)\.mat$")
+# ASCII digits only, matched with fullmatch: "\d" would take other scripts' digits and "$" a trailing
+# newline, letting a second name alias a release file (found by tests/faults/test_fault_fuzz.py).
+_RECORDING_RE = re.compile(r"s([0-9]+)-d([0-9]+)")
+_VIDEO_RE = re.compile(r"s([0-9]+)-d([0-9]+)-camera([0-9]+)-([0-9]+)\.mp4")
+_MOCAP_RE = re.compile(r"mocap-s([0-9]+)-d([0-9]+)\.mat")
 
 
 @dataclass(frozen=True, order=True)
@@ -86,7 +88,7 @@ class VideoName:
 def subject_and_day(recording: str) -> tuple[int, int]:
     """Split ``"s5-d2"`` into ``(5, 2)``; raises `SelectionError` for an unknown recording."""
     check_recording(recording)
-    match = _RECORDING_RE.match(recording)
+    match = _RECORDING_RE.fullmatch(recording)
     assert match is not None  # guaranteed by check_recording
     return int(match.group(1)), int(match.group(2))
 
@@ -119,22 +121,24 @@ def parse_video_name(file_name: str) -> VideoName | None:
         (other files in a folder are simply not videos). A name of the right shape with an unknown
         recording or a camera outside 1–6 is also None: it cannot belong to the release.
     """
-    match = _VIDEO_RE.match(file_name)
+    match = _VIDEO_RE.fullmatch(file_name)
     if match is None:
         return None
     subject, day, camera, start = (int(group) for group in match.groups())
     recording = f"s{subject}-d{day}"
     if recording not in RECORDINGS or camera not in CAMERAS:
         return None
-    # "0012" is not how the release writes starts; accepting it would let two names alias one chunk.
-    if match.group(4) != str(start):
+    name = VideoName(recording, camera, start)
+    # "0012", "d01", "camera03" are not how the release writes names; accepting them would let two
+    # names alias one chunk.
+    if name.file_name != file_name:
         return None
-    return VideoName(recording, camera, start)
+    return name
 
 
 def parse_mocap_name(file_name: str) -> str | None:
     """``"mocap-s1-d1.mat"`` → ``"s1-d1"``; None for any other name."""
-    match = _MOCAP_RE.match(file_name)
+    match = _MOCAP_RE.fullmatch(file_name)
     if match is None:
         return None
     recording = f"s{int(match.group(1))}-d{int(match.group(2))}"

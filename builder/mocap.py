@@ -3,12 +3,25 @@
 No ``datasets`` and no file-system or network access: `read_mocap` takes an already opened binary
 file object (local file, zip member or remote fsspec file alike) and `parse_mocap` takes the
 variables ``scipy.io.loadmat`` returned. Every structural problem raises `MocapFormatError` naming
-the file, the field, what was found and what was expected.
+the file, the field, what was found and what was expected. ``scipy.io.loadmat`` itself runs in a
+helper process (`_IsolatedReader`): damaged bytes can make it crash with a segmentation fault.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import faulthandler
+import io
+import os
+import pickle
 import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -22,6 +35,9 @@ from .errors import MocapFormatError
 from .manifest import CAMERAS, MARKER_NAMES
 
 _CAMERA_FIELD_RE = re.compile(r"^Camera(\d+)$")
+#: Largest plausible video frame index (the release has about 200 000 frames per camera).
+MAX_FRAME_INDEX = 2**31 - 1
+_READ_BLOCK = 8 * 1024 * 1024
 _FIX = "Re-download this file from the figshare record (article 13739233) or fix the copy."
 
 
@@ -52,24 +68,134 @@ def read_mocap(file: IO[bytes], source: str) -> MocapRecording:
     """Read and validate a ``mocap-*.mat`` file from an open binary file object.
 
     Args:
-        file: seekable binary file object positioned anywhere (scipy seeks).
+        file: binary file object; read whole from its start (seekable) or from where it is.
         source: the file's name or URL, used in error messages.
 
     Raises:
         MocapFormatError: unreadable, truncated, MATLAB v7.3 (HDF5), or not the released structure.
     """
-    try:
-        variables = scipy.io.loadmat(file, struct_as_record=False, squeeze_me=False, mat_dtype=False)
-    except NotImplementedError as error:  # scipy's way of saying "v7.3 / HDF5"
+    if file.seekable():
+        file.seek(0)
+    # In blocks: a remote file (fsspec) then reads by HTTP Range requests (retried), never one big GET.
+    data = b"".join(iter(lambda: file.read(_READ_BLOCK), b""))
+    outcome, value = _loadmat_isolated(data)
+    if outcome == "v7.3":  # scipy's NotImplementedError: "v7.3 / HDF5"
         raise MocapFormatError(
-            f"{source}: this is a MATLAB v7.3 (HDF5) file ({error}); the release's mocap files are MATLAB v5/v7. {_FIX}"
-        ) from error
-    except Exception as error:  # scipy raises many types on truncated or foreign bytes
+            f"{source}: this is a MATLAB v7.3 (HDF5) file ({value}); the release's mocap files are MATLAB v5/v7. {_FIX}"
+        )
+    if outcome != "ok":  # scipy raises many types on truncated or foreign bytes
         raise MocapFormatError(
-            f"{source}: cannot be read as a MATLAB .mat file ({type(error).__name__}: {error}). "
+            f"{source}: cannot be read as a MATLAB .mat file ({value}). "
             f"The file is truncated or not a .mat file. {_FIX}"
-        ) from error
-    return parse_mocap(variables, source)
+        )
+    return parse_mocap(value, source)
+
+
+def _loadmat(data: bytes) -> tuple[str, Any]:
+    """``("ok", variables)``, or ``("v7.3", message)`` / ``("error", "Type: message")``."""
+    try:
+        return "ok", scipy.io.loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=False, mat_dtype=False)
+    except NotImplementedError as error:
+        return "v7.3", str(error)
+    except Exception as error:
+        return "error", f"{type(error).__name__}: {error}"
+
+
+class _IsolatedReader:
+    """`_loadmat` in a helper process, so that a crash of the reader is an error, not our death.
+
+    scipy's compiled MAT-file reader trusts the element types, flags and sizes in the file: one
+    damaged byte can make it crash the whole process with a segmentation fault (scipy 1.17; found by
+    tests/faults/test_fault_fuzz.py), which would end a days-long prepare without a word.
+
+    The helper is a fresh interpreter (``python -c``: no fork of this process, which may hold
+    FFmpeg threads, and no re-import of the user's ``__main__``) started on first use and reused:
+    it reads length-prefixed file bytes on stdin and answers with the pickled `_loadmat` result on
+    stdout. After a crash a new one is started for the next file; it exits when its stdin closes
+    (this process ended), and is never shared with a forked child (each process starts its own).
+    """
+
+    _CODE = "from rat7m_builder.mocap import _serve_reader; _serve_reader()"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._owner = 0
+
+    def read(self, data: bytes) -> tuple[str, Any]:
+        with self._lock:
+            process = self._ensure_running()
+            try:
+                process.stdin.write(struct.pack("<Q", len(data)))
+                process.stdin.write(data)
+                process.stdin.flush()
+                header = process.stdout.read(8)
+                payload = process.stdout.read(struct.unpack("<Q", header)[0]) if len(header) == 8 else b""
+            except (BrokenPipeError, OSError, struct.error):
+                payload = b""
+            if payload:
+                return pickle.loads(payload)  # our own helper's answer
+            returncode = self._stop()
+        if returncode is not None and returncode < 0:
+            name = signal.Signals(-returncode).name
+            return "error", f"the MATLAB reader (scipy.io.loadmat) crashed on its damaged bytes ({name})"
+        return "error", f"the MATLAB reader (scipy.io.loadmat) ended without an answer (exit status {returncode})"
+
+    def close(self) -> None:
+        """Stop this process's helper (at exit; a forked child leaves its parent's alone)."""
+        with self._lock:
+            if self._owner == os.getpid():
+                self._stop()
+
+    def _ensure_running(self) -> subprocess.Popen:
+        if self._process is None or self._owner != os.getpid() or self._process.poll() is not None:
+            if self._owner == os.getpid():
+                self._stop()
+            # (a forked child never touches its parent's helper: it only drops the reference)
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", self._CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            self._owner = os.getpid()
+        return self._process
+
+    def _stop(self) -> int | None:
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        for stream in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        try:
+            return process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+
+def _serve_reader() -> None:
+    """The helper's loop (see `_IsolatedReader`)."""
+    faulthandler.disable()  # a crash is reported by the parent: no dump on stderr
+    warnings.simplefilter("ignore")  # scipy's MatReadWarnings: the structure is checked by parse_mocap
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = source.read(8)
+        if len(header) < 8:
+            return
+        size = struct.unpack("<Q", header)[0]
+        data = source.read(size)
+        answer = _loadmat(data) if len(data) == size else ("error", "incomplete request")
+        payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.write(struct.pack("<Q", len(payload)) + payload)
+        sink.flush()
+
+
+_READER = _IsolatedReader()
+atexit.register(_READER.close)
+
+
+def _loadmat_isolated(data: bytes) -> tuple[str, Any]:
+    """`_loadmat` in the helper process (see `_IsolatedReader`)."""
+    return _READER.read(data)
 
 
 def parse_mocap(variables: Mapping[str, Any], source: str) -> MocapRecording:
@@ -208,6 +334,11 @@ def _parse_camera(camera: mat_struct, source: str, prefix: str, num_samples: int
             raise MocapFormatError(f"{source}: field '{frame_field}' holds non-integer frame indices. {_FIX}")
     if np.any(frames < 0):
         raise MocapFormatError(f"{source}: field '{frame_field}' holds negative frame indices. {_FIX}")
+    if frames.size and np.max(frames) > MAX_FRAME_INDEX:  # would wrap around when cast to int64
+        raise MocapFormatError(
+            f"{source}: field '{frame_field}' holds frame indices too large to be video frames "
+            f"(largest {np.max(frames)}, limit {MAX_FRAME_INDEX}). {_FIX}"
+        )
     return (
         Camera.from_matlab(intrinsic, rotation, translation, radial, tangential),
         frames.astype(np.int64),

@@ -10,6 +10,7 @@ cache so PyAV's reads do not make fsspec fetch the same bytes twice).
 from __future__ import annotations
 
 import io
+import ntpath
 import os
 import struct
 import zipfile
@@ -177,7 +178,9 @@ def check_member_name(archive: str, info: zipfile.ZipInfo) -> None:
     name = info.filename.replace("\\", "/")
     parts = name.split("/")
     is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-    if name.startswith("/") or (len(parts[0]) == 2 and parts[0][1] == ":") or ".." in parts or is_link:
+    # a drive ("C:x" is relative to drive C's current folder, not to the extraction folder)
+    has_drive = bool(ntpath.splitdrive(name)[0])
+    if name.startswith("/") or has_drive or ".." in parts or is_link:
         what = "a symbolic link" if is_link else "a path escaping the archive"
         raise UnsafeArchiveError(
             f"{archive}: member {info.filename!r} is {what}; "

@@ -1,0 +1,203 @@
+"""The Ray engine: same rows and Parquet as the local export, stock loading, resuming after a kill.
+
+One local Ray instance (2 CPUs) serves the whole module; the interrupted export runs as a second
+driver (a subprocess connected to it), killed with SIGKILL once its first shard is in place.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from helpers import assert_same_rows, raw_images
+from standins.figshare import figshare, serve_release  # noqa: F401  (fixture)
+
+import rat7m
+from rat7m_builder import ray_export
+from rat7m_builder.cli import main
+from rat7m_builder.errors import Rat7MError
+from rat7m_builder.hub import export_dataset
+from rat7m_builder.ray_export import export_with_ray
+from rat7m_builder.sample import SampleSpec, write_sample
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for the module; `export_with_ray` uses an initialised Ray as it is."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _card(folder) -> dict:
+    text = open(os.path.join(folder, "README.md"), encoding="utf-8").read()
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def _stock(folder, config: str, split: str, cache: str) -> datasets.Dataset:
+    loaded = datasets.load_dataset(str(folder), config, split=split, cache_dir=cache)
+    for column in ("image", "images"):
+        if column in loaded.column_names:
+            loaded = raw_images(loaded, column)
+    return loaded
+
+
+@pytest.mark.parametrize("config", ["frames", "multiview"])
+def test_ray_export_equals_the_local_export(local_ray, sample_release, tmp_path, config):
+    ray_dir, local_dir = tmp_path / "ray", tmp_path / "local"
+    result = export_with_ray(
+        config, str(ray_dir), data_dir=sample_release.root, cache_dir=str(tmp_path / "c1"), progress=False
+    )
+    builder = rat7m.Rat7M(config_name=config, data_dir=sample_release.root, cache_dir=str(tmp_path / "c2"))
+    rat7m.prepare(builder)
+    export_dataset(builder.as_dataset(), config, str(local_dir))
+
+    # One Parquet per shard (gen_kwargs unit), named in the builder's order, nothing left behind.
+    num_shards = {split: len(files) for split, files in ((s, result["splits"][s]["files"]) for s in result["splits"])}
+    for split, count in num_shards.items():
+        names = sorted(os.path.basename(p) for p in glob.glob(str(ray_dir / config / f"{split}-*.parquet")))
+        assert names == [f"{split}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    assert sorted(os.listdir(ray_dir)) == ["README.md", config]
+    if config == "frames":
+        assert num_shards == {"train": 30, "test": 30}  # one per mp4 chunk: 5 chunks × 6 cameras
+
+    # Same Parquet schema (features metadata included) as `Dataset.to_parquet`.
+    ray_schema = pq.read_schema(sorted(glob.glob(str(ray_dir / config / "train-*.parquet")))[0])
+    local_schema = pq.read_schema(glob.glob(str(local_dir / config / "train-*.parquet"))[0])
+    assert ray_schema.equals(local_schema, check_metadata=True)
+
+    # The card: same configs entry, same features and split sizes as the local export's.
+    ray_card, local_card = _card(ray_dir), _card(local_dir)
+    assert ray_card["configs"] == local_card["configs"]
+    ray_info, local_info = ray_card["dataset_info"], local_card["dataset_info"]
+    assert ray_info["features"] == local_info["features"]
+    assert [(s["name"], s["num_examples"]) for s in ray_info["splits"]] == [
+        (s["name"], s["num_examples"]) for s in local_info["splits"]
+    ]
+    assert "## Build notes" in open(ray_dir / "README.md", encoding="utf-8").read()
+
+    # Stock `datasets.load_dataset` reads both; the rows are equal, images byte for byte.
+    for split in ("train", "test"):
+        from_ray = _stock(ray_dir, config, split, str(tmp_path / "l1"))
+        from_local = _stock(local_dir, config, split, str(tmp_path / "l2"))
+        assert from_ray.features == from_local.features
+        assert from_ray.num_rows == result["splits"][split]["num_examples"] > 0
+        assert_same_rows(from_ray.to_list(), from_local.to_list())
+
+
+def test_killed_export_resumes_without_duplicates(local_ray, tmp_path):
+    # ~100 small shards (one recording, 17 chunks × 6 cameras): long enough to kill half-way.
+    release = write_sample(str(tmp_path / "release"), SampleSpec(recordings=("s1-d1",), num_samples=120))
+    total = len(glob.glob(os.path.join(release.root, "**", "*.mp4"), recursive=True))  # one shard per chunk
+    to = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        from rat7m_builder.ray_export import export_with_ray
+        export_with_ray("frames", {str(to)!r}, data_dir={release.root!r}, cache_dir={str(tmp_path / "c1")!r},
+                        ray_address={local_ray!r}, progress=False)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not glob.glob(str(to / "frames" / "*.parquet")):
+            assert process.poll() is None, f"the export ended before it could be killed: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "no shard written in 120 s"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    time.sleep(1)  # tasks of the dead driver that were mid-shard may still land (complete files only)
+    written = glob.glob(str(to / "frames" / "*.parquet"))
+    assert 1 <= len(written) < total
+    assert not os.path.exists(to / "README.md")
+
+    result = export_with_ray("frames", str(to), data_dir=release.root, cache_dir=str(tmp_path / "c1"), progress=False)
+    assert result["shards_skipped"] >= len(written) and result["tasks_run"] >= 1
+    assert result["shards_skipped"] + result["tasks_run"] == total
+    assert len(glob.glob(str(to / "frames" / "*.parquet"))) == total
+    assert not os.path.exists(to / ".cache")  # temporary files and records are gone
+
+    loaded = _stock(to, "frames", "train", str(tmp_path / "l1"))
+    expected = raw_images(
+        rat7m.load_dataset("frames", split="train", data_dir=release.root, cache_dir=str(tmp_path / "c2"))
+    )
+    assert loaded.num_rows == expected.num_rows == 6 * 120
+    assert_same_rows(loaded.to_list(), expected.to_list())
+
+
+def test_figshare_tasks_download_only_their_files_once(local_ray, figshare, sample_release, tmp_path):  # noqa: F811
+    serve_release(figshare, sample_release.root)
+    selection = {"recordings": ["s1-d1"], "cameras": [1, 2]}
+    to = tmp_path / "out"
+    result = export_with_ray("frames", str(to), cache_dir=str(tmp_path / "c"), progress=False, **selection)
+    assert result["splits"]["train"]["num_shards"] == 10 and list(result["splits"]) == ["train"]
+    # Only what is read: the .mat and the chunks holding a frame of some sample (not the tail-only chunk).
+    truth = sample_release.recordings["s1-d1"]
+    read = {f"s1-d1-camera{c}-{start}.mp4" for c in (1, 2) for start in set((truth.frame_index[c] // 8 * 8).tolist())}
+    names = figshare.downloaded_names()
+    assert names == {"mocap-s1-d1.mat"} | read and "s1-d1-camera1-32.mp4" not in names
+    for name in names:  # verified once into the shared cache, then read from there by every task
+        assert [r.range for r in figshare.requests_for(name)] == [None], name
+    loaded = _stock(to, "frames", "train", str(tmp_path / "l"))
+    local = rat7m.load_dataset(
+        "frames", split="train", data_dir=sample_release.root, cache_dir=str(tmp_path / "d"), **selection
+    )
+    assert_same_rows(loaded.to_list(), raw_images(local).to_list())
+
+
+def test_a_task_error_is_rat7m_s_own(local_ray, sample_release, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(sample_release.root, release)
+    chunk = next(release.rglob("s1-d1-camera1-8.mp4"))
+    chunk.write_bytes(chunk.read_bytes()[:2000])  # truncated
+    with pytest.raises(Rat7MError, match="s1-d1-camera1-8.mp4"):
+        export_with_ray("frames", str(tmp_path / "out"), data_dir=str(release), recordings=["s1-d1"], progress=False)
+    assert not (tmp_path / "out" / "README.md").exists()
+
+
+def test_rerun_of_a_finished_export_rewrites_it_and_stale_shards_go(local_ray, sample_release, tmp_path):
+    to = tmp_path / "out"
+    (to / "mocap").mkdir(parents=True)
+    (to / "mocap" / "train-00000-of-00003.parquet").write_bytes(b"not ours")  # another plan's shard
+    first = export_with_ray("mocap", str(to), data_dir=sample_release.root, cameras=[1, 2], progress=False)
+    assert first["tasks_run"] == 2 and first["shards_skipped"] == 0
+    assert sorted(os.listdir(to / "mocap")) == ["test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+    again = export_with_ray("mocap", f"file://{to}", data_dir=sample_release.root, cameras=[1, 2], progress=False)
+    assert again["tasks_run"] == 2  # a complete export is not "resumed": it is written again
+    loaded = datasets.load_dataset(str(to), "mocap", split="test", cache_dir=str(tmp_path / "l"))
+    assert loaded.num_rows == 30 and len(loaded[0]["frame_index"]) == 2
+
+
+def test_cli_engine_ray(local_ray, sample_release, tmp_path, capsys):
+    to = tmp_path / "hub"
+    argv = ["export", "cameras", "--data-dir", sample_release.root, "--cache-dir", str(tmp_path / "c")]
+    assert main([*argv, "--to", str(to), "--engine", "ray"]) == 0
+    assert "on Ray: 12 rows in 2 shards" in capsys.readouterr().out
+    loaded = datasets.load_dataset(str(to), "cameras", split="test", cache_dir=str(tmp_path / "l"))
+    assert loaded.num_rows == 6 and loaded["camera"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_cli_without_ray_says_how_to_install_it(monkeypatch, sample_release, tmp_path, capsys):
+    monkeypatch.setattr(ray_export, "ray_available", lambda: False)
+    argv = ["export", "cameras", "--data-dir", sample_release.root, "--to", str(tmp_path / "hub"), "--engine", "ray"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert 'pip install -e ".[ray]"' in error and 'pip install "rat7m[ray]"' in error
+    assert not (tmp_path / "hub").exists()
+    assert main([*argv[:-2], "--ray-address", "auto"]) == 1
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
