@@ -30,7 +30,15 @@ from datasets.download.streaming_download_manager import StreamingDownloadManage
 
 from rat7m_builder import metrics  # noqa: F401  (public: rat7m.metrics.mpjpe, …)
 from rat7m_builder.errors import CorruptVideoWarning, Rat7MError, SelectionError
-from rat7m_builder.examples import CONFIG_NAMES, VIDEO_CONFIGS, Selection, Shard, generate_shard, plan_shards
+from rat7m_builder.examples import (
+    CONFIG_NAMES,
+    VIDEO_CONFIGS,
+    Selection,
+    Shard,
+    generate_shard,
+    mocap_table,
+    plan_shards,
+)
 from rat7m_builder.features import FEATURES
 from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
 from rat7m_builder.mini import find_annotation, load_mini
@@ -247,6 +255,21 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             notes_dir = getattr(self, "_notes_dir", None)  # set while preparing (not when streaming)
             if notes and notes_dir:
                 write_shard_notes(notes_dir, shard_key(shard), notes)
+
+    def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
+        if self.config.name != "mocap":
+            yield from super()._prepare_split_single(gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id)
+            return
+        # `mocap` rows are many (≈170,000 per recording) and cheap: encoding them one by one through
+        # `Features.encode_example` costs ~60 µs a row. Each shard is written as one Arrow table
+        # instead, by `datasets`' own table-writing loop; streaming still yields the same rows.
+        yield from datasets.ArrowBasedBuilder._prepare_split_single(
+            self, gen_kwargs, fpath, file_format, max_shard_size, job_id
+        )
+
+    def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:
+        for shard_id, shard in enumerate(shards):
+            yield Key(shard_id, 0), mocap_table(shard, selection[0], self.info.features)
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         # `datasets` prepares into `<cache>.incomplete` (under its lock) and reuses that folder as it is

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from .camera import Camera
 from .errors import MissingFileError, SelectionError, VideoDecodeError
@@ -317,6 +318,33 @@ def _mocap_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     base = _recording_columns(shard.recording)
     for t in selected_samples(mocap, selection.frame_step):
         yield {**base, "sample_index": int(t), "keypoints_3d": keypoints[t], "frame_index": frame_index[t]}
+
+
+def mocap_table(shard: Shard, selection: Selection, features) -> pa.Table:
+    """The ``mocap`` rows of a shard as one Arrow table, built from the arrays (no per-row encoding).
+
+    The same rows, in the same order and with the same types, as `generate_shard` yields for it;
+    preparing ``mocap`` writes these (≈170,000 rows per recording), streaming yields the rows.
+    """
+    mocap = load_mocap(shard.mocap)
+    samples = selected_samples(mocap, selection.frame_step)
+    count = samples.size
+    subject, day = subject_and_day(shard.recording)
+    keypoints = np.ascontiguousarray(mocap.keypoints_3d[samples], dtype=np.float32).reshape(-1)
+    frames = np.stack([mocap.frame_index[c][samples] for c in selection.cameras], axis=1).astype(np.int32)
+    columns = {
+        "recording": pa.array([shard.recording] * count, pa.string()),
+        "subject": pa.array(np.full(count, subject, np.int32)),
+        "day": pa.array(np.full(count, day, np.int32)),
+        "sample_index": pa.array(samples.astype(np.int32)),
+        "keypoints_3d": pa.FixedSizeListArray.from_arrays(
+            pa.FixedSizeListArray.from_arrays(pa.array(keypoints), 3), 20
+        ),
+        "frame_index": pa.ListArray.from_arrays(
+            pa.array(np.arange(count + 1, dtype=np.int32) * len(selection.cameras)), pa.array(frames.reshape(-1))
+        ),
+    }
+    return pa.Table.from_pydict(columns).cast(features.arrow_schema)
 
 
 def _camera_examples(shard: Shard, selection: Selection) -> Iterator[dict]:

@@ -13,6 +13,8 @@ import contextlib
 import heapq
 import io
 import logging
+import os
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import IO
 import av
 import numpy as np
 import simplejpeg
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from .errors import VideoDecodeError
 from .sources import FileRef, VideoChunk, describe_names, open_file
@@ -42,11 +45,20 @@ CHECKED_DECODER_THREAD_TYPE = "NONE"
 #: default, "strict", raises UnicodeDecodeError from `av.open` on a damaged mp4 header).
 METADATA_ERRORS = "replace"
 
-#: JPEG expects full-range YCbCr. Limited-range ("tv", Y in 16–235, chroma in 16–240) planes are
-#: stretched with these tables before encoding, which is what a conversion through RGB would do.
-_LUMA_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
-_CHROMA_TO_FULL = np.clip(np.round((np.arange(256) - 128) * 255.0 / 224.0 + 128), 0, 255).astype(np.uint8)
-_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+#: Per-thread state of `encode_jpeg` (its swscale reformatter).
+_thread_state = threading.local()
+#: Reformatters inherited through a fork: never used again and never freed (freeing a swscale
+#: context in a forked child can hang, as `datasets`' num_proc workers are forked).
+_inherited: list[VideoReformatter] = []
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale reformatter, made anew in a forked child (one context per process)."""
+    if getattr(_thread_state, "pid", None) != os.getpid():
+        if getattr(_thread_state, "reformatter", None) is not None:
+            _inherited.append(_thread_state.reformatter)
+        _thread_state.reformatter, _thread_state.pid = VideoReformatter(), os.getpid()
+    return _thread_state.reformatter
 
 
 @dataclass(frozen=True)
@@ -96,25 +108,26 @@ def count_frames(file: IO[bytes], source: str) -> int:
 def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
     """Encode a decoded frame as baseline JPEG (4:2:0 when the video is 4:2:0).
 
-    yuv420p frames go straight from their planes to the JPEG encoder (no RGB round trip), after
-    stretching limited-range planes to the full range JPEG expects. Other pixel formats go
-    through RGB.
+    yuv420p frames go straight from their planes to the JPEG encoder (no RGB round trip). JPEG
+    (JFIF) wants full-range YCbCr, so limited-range planes (Y 16–235, chroma 16–240) are first
+    stretched by swscale, with one reformatter kept per thread (its context is reused: 0.6 ms per
+    1320×1048 frame, against 1.3 ms for ``frame.reformat`` and 4.4 ms for a numpy lookup table).
+    Padded rows (``line_size`` > width) go to the encoder as strided views, without a copy. Other
+    pixel formats go through RGB.
     """
-    if frame.format.name in ("yuv420p", "yuvj420p"):
-        width, height = frame.width, frame.height
-        planes = []
-        for index, (plane_width, plane_height) in enumerate(
-            ((width, height), ((width + 1) // 2, (height + 1) // 2), ((width + 1) // 2, (height + 1) // 2))
-        ):
-            plane = frame.planes[index]
-            array = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:plane_height, :plane_width]
-            limited = frame.format.name == "yuv420p" and frame.color_range != _FULL_RANGE
-            if limited:
-                array = (_LUMA_TO_FULL if index == 0 else _CHROMA_TO_FULL)[array]
-            planes.append(np.ascontiguousarray(array))
-        return simplejpeg.encode_jpeg_yuv_planes(planes[0], planes[1], planes[2], quality=quality)
-    rgb = frame.to_ndarray(format="rgb24")
-    return simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420")
+    if frame.format.name not in ("yuv420p", "yuvj420p"):
+        rgb = frame.to_ndarray(format="rgb24")
+        return simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420")
+    if frame.format.name == "yuv420p" and frame.color_range != ColorRange.JPEG:
+        # Untagged (UNSPECIFIED) yuv420p is limited range, as every decoder and player assumes.
+        frame = _reformatter().reformat(
+            frame, format="yuv420p", src_color_range=ColorRange.MPEG, dst_color_range=ColorRange.JPEG, threads=1
+        )
+    y, u, v = (
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        for plane in frame.planes
+    )
+    return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
 
 
 @dataclass(frozen=True)
