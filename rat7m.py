@@ -256,6 +256,14 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             if notes and notes_dir:
                 write_shard_notes(notes_dir, shard_key(shard), notes)
 
+    def _prepare_split(self, split_generator, *args, num_proc: int | None = None, **kwargs):
+        if num_proc is not None and num_proc > 1:
+            # Each process then decodes with one thread: two single-threaded decoders beat two
+            # threaded ones competing for the same two cores (BENCHMARKS.md).
+            (selection,) = split_generator.gen_kwargs["selection"]
+            split_generator.gen_kwargs["selection"] = (dataclasses.replace(selection, decoder_threading="NONE"),)
+        return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
+
     def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
         if self.config.name != "mocap":
             yield from super()._prepare_split_single(gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id)

@@ -42,6 +42,9 @@ class Selection:
         jpeg_quality: 1–100.
         on_corrupt_video: ``"error"`` (a damaged mp4 fails the build) or ``"skip"`` (``frames`` and
             ``multiview`` leave out the examples whose frame is damaged, counted in the shard notes).
+        decoder_threading: PyAV decoder thread type; None = `video.DECODER_THREAD_TYPE` (threads
+            keep both cores busy for one process). ``num_proc`` > 1 sets ``"NONE"``: one decoder
+            thread per process decodes more frames per second in all (BENCHMARKS.md).
     """
 
     recordings: tuple[str, ...]
@@ -49,6 +52,7 @@ class Selection:
     frame_step: int = 1
     jpeg_quality: int = 90
     on_corrupt_video: str = "error"
+    decoder_threading: str | None = None
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,9 @@ def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None
     constant = {**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)}
     label = f"{shard.recording} camera {shard.camera}"
     notes = notes if notes is not None else ShardNotes()
-    with CameraFrames(chunks, selection.jpeg_quality, label, selection.on_corrupt_video) as video:
+    with CameraFrames(
+        chunks, selection.jpeg_quality, label, selection.on_corrupt_video, selection.decoder_threading
+    ) as video:
         for row, (sample, frame) in enumerate(zip(samples.tolist(), frames.tolist(), strict=True)):
             image = video.get(frame)
             if image is None:  # on_corrupt_video="skip": a damaged frame, counted, never a silent gap
@@ -419,7 +425,13 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
     base = _recording_columns(shard.recording)
     on_corrupt = selection.on_corrupt_video
     readers = [
-        CameraFrames(shard.chunks[c], selection.jpeg_quality, f"{shard.recording} camera {c}", on_corrupt)
+        CameraFrames(
+            shard.chunks[c],
+            selection.jpeg_quality,
+            f"{shard.recording} camera {c}",
+            on_corrupt,
+            selection.decoder_threading,
+        )
         for c in cameras
     ]
     notes = notes if notes is not None else ShardNotes()
@@ -491,7 +503,12 @@ def _mini_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     rows = mini_rows(annotation, shard.recording, shard.split, selection.frame_step)
     rows = rows[shard.sample_range[0] : shard.sample_range[1]]
     readers = {
-        camera: CameraFrames(shard.chunks[camera], selection.jpeg_quality, f"{shard.recording} camera {camera}")
+        camera: CameraFrames(
+            shard.chunks[camera],
+            selection.jpeg_quality,
+            f"{shard.recording} camera {camera}",
+            thread_type=selection.decoder_threading,
+        )
         for camera in selection.cameras
     }
     try:
