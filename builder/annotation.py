@@ -836,46 +836,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_annotation(
-    path: str | os.PathLike[str],
-    *,
-    camera_names: list[str],
-    cameras: Mapping[Any, Any],
-    subject: Any,
-    day: Any,
-    frame_index: Any,
-    keypoints_2d: Any,
-    keypoints_3d: Any,
-    split: Any = None,
-    image_path: Any = None,
-    com_2d: Any = None,
-    cluster_idx: Any = None,
-    image_path_key: str = "image_path",
-) -> Path:
+def write_annotation(path: str | os.PathLike[str], **columns: Any) -> Path:
     """Write a mini-RAT7M annotation pickle (plain pickle, protocol 4) with the published structure.
 
     Args:
         path: file to write (written under a temporary name first, then renamed into place).
-        camera_names, cameras, subject, day, frame_index, keypoints_2d, keypoints_3d, split,
-            image_path, com_2d, cluster_idx, image_path_key: as for `annotation_dict`.
+        **columns: the keyword arguments of `annotation_dict` (``camera_names``, ``cameras``,
+            ``subject``, ``day``, ``frame_index``, ``keypoints_2d``, ``keypoints_3d`` and the optional ones).
 
     Returns:
         The path written.
     """
-    data = annotation_dict(
-        camera_names=camera_names,
-        cameras=cameras,
-        subject=subject,
-        day=day,
-        frame_index=frame_index,
-        keypoints_2d=keypoints_2d,
-        keypoints_3d=keypoints_3d,
-        split=split,
-        image_path=image_path,
-        com_2d=com_2d,
-        cluster_idx=cluster_idx,
-        image_path_key=image_path_key,
-    )
+    data = annotation_dict(**columns)
     target = Path(path)
     temporary = target.with_name(target.name + ".tmp")
     try:

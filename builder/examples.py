@@ -391,11 +391,8 @@ def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None
     keypoints_2d = camera.project(keypoints_3d).astype(np.float32)  # one vectorised call per chunk
     keypoints_3d = keypoints_3d.astype(np.float32)
     constant = {**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)}
-    label = f"{shard.recording} camera {shard.camera}"
     notes = notes if notes is not None else ShardNotes()
-    with CameraFrames(
-        chunks, selection.jpeg_quality, label, selection.on_corrupt_video, selection.decoder_threading
-    ) as video:
+    with _camera_frames(shard, selection, shard.camera, selection.on_corrupt_video) as video:
         for row, (sample, frame) in enumerate(zip(samples.tolist(), frames.tolist(), strict=True)):
             image = video.get(frame)
             if image is None:  # on_corrupt_video="skip": a damaged frame, counted, never a silent gap
@@ -424,16 +421,7 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
     frames = np.stack([mocap.frame_index[c][samples] for c in cameras], axis=1)
     base = _recording_columns(shard.recording)
     on_corrupt = selection.on_corrupt_video
-    readers = [
-        CameraFrames(
-            shard.chunks[c],
-            selection.jpeg_quality,
-            f"{shard.recording} camera {c}",
-            on_corrupt,
-            selection.decoder_threading,
-        )
-        for c in cameras
-    ]
+    readers = [_camera_frames(shard, selection, c, on_corrupt) for c in cameras]
     notes = notes if notes is not None else ShardNotes()
     try:
         for row, sample in enumerate(samples.tolist()):
@@ -454,6 +442,17 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
         for reader in readers:
             notes.add_reader(reader)
             reader.close()
+
+
+def _camera_frames(shard: Shard, selection: Selection, camera: int, on_corrupt: str) -> CameraFrames:
+    """The JPEG frame reader of one camera of a shard, with the selection's quality and threading."""
+    return CameraFrames(
+        shard.chunks[camera],
+        selection.jpeg_quality,
+        f"{shard.recording} camera {camera}",
+        on_corrupt,
+        selection.decoder_threading,
+    )
 
 
 def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
@@ -502,15 +501,8 @@ def _mini_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     annotation = load_mini(shard.annotation)
     rows = mini_rows(annotation, shard.recording, shard.split, selection.frame_step)
     rows = rows[shard.sample_range[0] : shard.sample_range[1]]
-    readers = {
-        camera: CameraFrames(
-            shard.chunks[camera],
-            selection.jpeg_quality,
-            f"{shard.recording} camera {camera}",
-            thread_type=selection.decoder_threading,
-        )
-        for camera in selection.cameras
-    }
+    # mini keeps on_corrupt_video="error": its rows come from a fixed benchmark table
+    readers = {camera: _camera_frames(shard, selection, camera, "error") for camera in selection.cameras}
     try:
         yield from mini_examples(annotation, rows, selection.cameras, shard.pixel_shift, readers, shard.recording)
     finally:
