@@ -8,10 +8,8 @@ here the damage goes through `rat7m.load_dataset`, after the first split was alr
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import re
-import signal
 
 import numpy as np
 import pytest
@@ -172,22 +170,23 @@ def test_after_repair_the_same_cache_builds(release_copy, sample_release, cache_
     assert {split: mocap[split].num_rows for split in mocap} == {"train": 30, "test": 30}
 
 
-def test_scipy_itself_crashes_on_that_byte_and_rat7m_survives(release_copy):
-    """The evidence for reading .mat files in a child process: plain ``scipy.io.loadmat`` dies (SIGSEGV/SIGBUS)."""
+def test_a_byte_that_can_crash_scipy_is_an_error_naming_the_file(release_copy):
+    """The reason .mat files are read in a child process: on this byte ``scipy.io.loadmat`` reads out of bounds.
+
+    Whether that read faults (SIGSEGV/SIGBUS) or lands on mapped memory and fails later depends on the
+    process's memory layout, so plain scipy's fate is not asserted; rat7m's is: whatever scipy does, the
+    caller gets a `MocapFormatError` naming the file and saying what to do, and the next file still reads.
+    """
     path = os.path.join(release_copy, "annotations", MAT)
     _unknown_element_type(path)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            faulthandler.disable()  # no crash dump on the test's stderr
-            scipy.io.loadmat(path, struct_as_record=False)
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS)
-    crashed = r"crashed on its damaged bytes \(SIG(SEGV|BUS)\)"
-    with open(path, "rb") as file, pytest.raises(MocapFormatError, match=crashed):
+    with open(path, "rb") as file, pytest.raises(MocapFormatError) as raised:
         read_mocap(file, MAT)
+    message = str(raised.value)
+    assert message.startswith(f"{MAT}: ") and message.endswith(FIX)
+    if "crashed" in message:
+        assert re.search(r"crashed on its damaged bytes \(SIG[A-Z]+\)", message)
+    with open(os.path.join(release_copy, "annotations", "mocap-s1-d1.mat"), "rb") as file:
+        assert read_mocap(file, "mocap-s1-d1.mat").num_samples == 30
 
 
 def test_any_crash_of_the_reader_is_an_error_and_the_next_file_reads(release_copy):
