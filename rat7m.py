@@ -16,6 +16,7 @@ the Hub gets plain Parquet (``rat7m export`` / ``rat7m push``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -35,6 +36,7 @@ from rat7m_builder.examples import (
     VIDEO_CONFIGS,
     Selection,
     Shard,
+    frame_tables,
     generate_shard,
     mocap_table,
     plan_shards,
@@ -42,6 +44,7 @@ from rat7m_builder.examples import (
 from rat7m_builder.features import FEATURES
 from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
 from rat7m_builder.mini import find_annotation, load_mini
+from rat7m_builder.mocap import start_reader
 from rat7m_builder.notes import (
     CORRUPT_VIDEO_HEADING,
     NOTES_DIR,
@@ -56,6 +59,9 @@ from rat7m_builder.video import decode_frames
 __all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics", "prepare"]
 
 logger = logging.getLogger("rat7m")
+
+#: Configs prepared as Arrow tables built from arrays (`_generate_tables`) rather than example by example.
+TABLE_CONFIGS = ("mocap", "frames")
 
 _DESCRIPTION = (
     "RAT7M: about 7 M video frames of freely moving rats from 6 calibrated cameras with 20-marker 3D "
@@ -225,6 +231,8 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                 URLs instead of downloading); not used with ``data_dir``.
             index_transform: called with the `ReleaseIndex` before planning; returns the index to plan with.
         """
+        if self.config.name != "mini":
+            start_reader()  # the .mat reader's start-up overlaps listing the release
         annotation = default_recordings = None
         if self.config.name == "mini":
             annotation = find_annotation(self.config.data_dir, self.config.annotation_file)
@@ -249,35 +257,49 @@ class Rat7M(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, dict]]:
         # `selection` is a 1-tuple so `num_proc` hands it whole to every job (lists are split).
         for shard_id, shard in enumerate(shards):
-            notes = ShardNotes()
-            for example_id, example in enumerate(generate_shard(shard, selection[0], notes)):
-                yield Key(shard_id, example_id), example
-            notes_dir = getattr(self, "_notes_dir", None)  # set while preparing (not when streaming)
-            if notes and notes_dir:
-                write_shard_notes(notes_dir, shard_key(shard), notes)
+            with self._shard_notes(shard) as notes:
+                for example_id, example in enumerate(generate_shard(shard, selection[0], notes)):
+                    yield Key(shard_id, example_id), example
+
+    @contextlib.contextmanager
+    def _shard_notes(self, shard: Shard) -> Iterator[ShardNotes]:
+        """Notes of one shard (what ``on_corrupt_video="skip"`` left out), written when it is done."""
+        notes = ShardNotes()
+        yield notes
+        notes_dir = getattr(self, "_notes_dir", None)  # set while preparing (not when streaming)
+        if notes and notes_dir:
+            write_shard_notes(notes_dir, shard_key(shard), notes)
 
     def _prepare_split(self, split_generator, *args, num_proc: int | None = None, **kwargs):
         if num_proc is not None and num_proc > 1:
-            # Each process then decodes with one thread: two single-threaded decoders beat two
-            # threaded ones competing for the same two cores (BENCHMARKS.md).
+            # Each process then decodes with one thread and encodes in the same thread: two
+            # single-threaded processes beat two threaded ones competing for the same two cores
+            # (BENCHMARKS.md).
             (selection,) = split_generator.gen_kwargs["selection"]
-            split_generator.gen_kwargs["selection"] = (dataclasses.replace(selection, decoder_threading="NONE"),)
+            single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1)
+            split_generator.gen_kwargs["selection"] = (single,)
         return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
 
     def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
-        if self.config.name != "mocap":
+        if self.config.name not in TABLE_CONFIGS:
             yield from super()._prepare_split_single(gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id)
             return
         # `mocap` rows are many (≈170,000 per recording) and cheap: encoding them one by one through
-        # `Features.encode_example` costs ~60 µs a row. Each shard is written as one Arrow table
-        # instead, by `datasets`' own table-writing loop; streaming still yields the same rows.
+        # `Features.encode_example` costs ~60 µs a row. `frames` rows are few but each carries a
+        # ~250 KB JPEG. Both are written as Arrow tables built from the arrays, by `datasets`' own
+        # table-writing loop; streaming still yields the same rows one by one.
         yield from datasets.ArrowBasedBuilder._prepare_split_single(
             self, gen_kwargs, fpath, file_format, max_shard_size, job_id
         )
 
     def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:
         for shard_id, shard in enumerate(shards):
-            yield Key(shard_id, 0), mocap_table(shard, selection[0], self.info.features)
+            if shard.config == "mocap":
+                yield Key(shard_id, 0), mocap_table(shard, selection[0], self.info.features)
+                continue
+            with self._shard_notes(shard) as notes:
+                for table_id, table in enumerate(frame_tables(shard, selection[0], self.info.features, notes)):
+                    yield Key(shard_id, table_id), table
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         # `datasets` prepares into `<cache>.incomplete` (under its lock) and reuses that folder as it is

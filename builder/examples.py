@@ -45,6 +45,9 @@ class Selection:
         decoder_threading: PyAV decoder thread type; None = `video.DECODER_THREAD_TYPE` (threads
             keep both cores busy for one process). ``num_proc`` > 1 sets ``"NONE"``: one decoder
             thread per process decodes more frames per second in all (BENCHMARKS.md).
+        encode_threads: JPEG encoding threads per camera reader (`CameraFrames.iter_jpegs`) for
+            ``frames``: 2 lets one process (``num_proc=1``, streaming) overlap decoding and encoding
+            on two cores; ``num_proc`` > 1 sets 1 (the processes already fill the cores).
     """
 
     recordings: tuple[str, ...]
@@ -53,6 +56,7 @@ class Selection:
     jpeg_quality: int = 90
     on_corrupt_video: str = "error"
     decoder_threading: str | None = None
+    encode_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -376,7 +380,24 @@ def chunk_samples(chunks: Sequence[VideoChunk], chunk_index: int, frames: np.nda
     return np.flatnonzero((frames >= start) & (frames < stop))
 
 
-def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:
+#: Rows per Arrow table when ``frames`` is prepared through `frame_tables`: the record batch size
+#: `datasets` uses for image columns, so the Arrow files have the same batches as example-by-example.
+FRAME_TABLE_ROWS = 100
+
+
+@dataclass
+class _FrameRows:
+    """The rows of one ``frames`` shard, in order: columns as arrays, images from a generator."""
+
+    constant: dict
+    samples: np.ndarray
+    frames: np.ndarray
+    keypoints_3d: np.ndarray
+    keypoints_2d: np.ndarray
+    images: Iterator[tuple[int, bytes]]  # (row, JPEG bytes); rows whose frame is damaged are left out
+
+
+def _frame_rows(shard: Shard, selection: Selection, video: CameraFrames, notes: ShardNotes) -> _FrameRows:
     assert shard.camera is not None and shard.chunk_index is not None
     mocap = load_mocap(shard.mocap)
     camera = mocap.cameras[shard.camera]
@@ -389,24 +410,91 @@ def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None
     samples, frames = samples[inside], frames[inside]
     keypoints_3d = mocap.keypoints_3d[samples]
     keypoints_2d = camera.project(keypoints_3d).astype(np.float32)  # one vectorised call per chunk
-    keypoints_3d = keypoints_3d.astype(np.float32)
-    constant = {**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)}
-    notes = notes if notes is not None else ShardNotes()
-    with _camera_frames(shard, selection, shard.camera, selection.on_corrupt_video) as video:
-        for row, (sample, frame) in enumerate(zip(samples.tolist(), frames.tolist(), strict=True)):
-            image = video.get(frame)
+
+    def images() -> Iterator[tuple[int, bytes]]:
+        for row, image in enumerate(video.iter_jpegs(frames.tolist(), selection.encode_threads)):
             if image is None:  # on_corrupt_video="skip": a damaged frame, counted, never a silent gap
                 notes.rows_skipped += 1
-                continue
+            else:
+                yield row, image
+
+    return _FrameRows(
+        constant={**_recording_columns(shard.recording), "camera": shard.camera, **opencv_calibration(camera)},
+        samples=samples,
+        frames=frames,
+        keypoints_3d=keypoints_3d.astype(np.float32),
+        keypoints_2d=keypoints_2d,
+        images=images(),
+    )
+
+
+def _frame_examples(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:
+    notes = notes if notes is not None else ShardNotes()
+    with _camera_frames(shard, selection, shard.camera, selection.on_corrupt_video) as video:
+        rows = _frame_rows(shard, selection, video, notes)
+        for row, image in rows.images:
             yield {
                 "image": {"bytes": image, "path": None},
-                **constant,
-                "sample_index": sample,
-                "frame_index": frame,
-                "keypoints_3d": keypoints_3d[row],
-                "keypoints_2d": keypoints_2d[row],
+                **rows.constant,
+                "sample_index": int(rows.samples[row]),
+                "frame_index": int(rows.frames[row]),
+                "keypoints_3d": rows.keypoints_3d[row],
+                "keypoints_2d": rows.keypoints_2d[row],
             }
         notes.add_reader(video)
+
+
+def frame_tables(shard: Shard, selection: Selection, features, notes: ShardNotes | None = None) -> Iterator[pa.Table]:
+    """The ``frames`` rows of a shard as Arrow tables of `FRAME_TABLE_ROWS` rows, built from the arrays.
+
+    The same rows, in the same order and with the same types, as `generate_shard` yields for it
+    (preparing writes these; streaming yields the rows). Skips `datasets`' per-example encoding,
+    about a millisecond a frame.
+    """
+    notes = notes if notes is not None else ShardNotes()
+    schema = features.arrow_schema
+    with _camera_frames(shard, selection, shard.camera, selection.on_corrupt_video) as video:
+        rows = _frame_rows(shard, selection, video, notes)
+        batch: list[tuple[int, bytes]] = []
+        for item in rows.images:
+            batch.append(item)
+            if len(batch) == FRAME_TABLE_ROWS:
+                yield _frames_table(rows, batch, schema)
+                batch = []
+        if batch:
+            yield _frames_table(rows, batch, schema)
+        notes.add_reader(video)
+
+
+def _frames_table(rows: _FrameRows, batch: list[tuple[int, bytes]], schema: pa.Schema) -> pa.Table:
+    count = len(batch)
+    positions = np.fromiter((row for row, _ in batch), np.int64, count)
+    image_type = schema.field("image").type
+    images = pa.StructArray.from_arrays(
+        [pa.array([image for _, image in batch], pa.binary()), pa.nulls(count, pa.string())],
+        fields=list(image_type),
+    )
+    columns = {"image": images}
+    for name, value in rows.constant.items():
+        kind = schema.field(name).type
+        if isinstance(value, np.ndarray):  # calibration: the same matrix on every row
+            flat = np.tile(np.ascontiguousarray(value, np.float64).reshape(-1), count)
+            columns[name] = _fixed_size_lists(flat, kind)
+        else:
+            columns[name] = pa.array([value] * count, kind)
+    columns["sample_index"] = pa.array(rows.samples[positions].astype(np.int32))
+    columns["frame_index"] = pa.array(rows.frames[positions].astype(np.int32))
+    for name in ("keypoints_3d", "keypoints_2d"):
+        values = np.ascontiguousarray(getattr(rows, name)[positions], np.float32).reshape(-1)
+        columns[name] = _fixed_size_lists(values, schema.field(name).type)
+    return pa.Table.from_pydict({name: columns[name] for name in schema.names}, schema=schema)
+
+
+def _fixed_size_lists(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """``values`` (flat, C order) as an array of type ``kind`` (nested fixed-size lists)."""
+    if pa.types.is_fixed_size_list(kind):
+        return pa.FixedSizeListArray.from_arrays(_fixed_size_lists(values, kind.value_type), kind.list_size)
+    return pa.array(values, kind)
 
 
 def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | None = None) -> Iterator[dict]:

@@ -193,6 +193,15 @@ _READER = _IsolatedReader()
 atexit.register(_READER.close)
 
 
+def start_reader() -> None:
+    """Start the helper process now, without waiting (its interpreter and scipy import take ~0.4 s).
+
+    Called when a build begins, so that the start-up overlaps the work before the first .mat is read.
+    """
+    with _READER._lock:
+        _READER._ensure_running()
+
+
 def _loadmat_isolated(data: bytes) -> tuple[str, Any]:
     """`_loadmat` in the helper process (see `_IsolatedReader`)."""
     return _READER.read(data)

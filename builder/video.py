@@ -15,8 +15,9 @@ import io
 import logging
 import os
 import threading
-from collections import Counter, OrderedDict
-from collections.abc import Collection, Iterator, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
@@ -448,7 +449,7 @@ class CameraFrames:
         self._starts = np.array([chunk.start for chunk in self._chunks], dtype=np.int64)
         self._quality = quality
         self._label = label
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: OrderedDict[int, Future | bytes] = OrderedDict()
         self._chunk_index: int | None = None
         self._decoder: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._file: IO[bytes] | None = None
@@ -485,6 +486,39 @@ class CameraFrames:
             VideoDecodeError: the frame is past the end of its chunk (a missing chunk or a
                 truncated file), or decoding failed.
         """
+        return _resolved(self._request(frame_index, None))
+
+    def iter_jpegs(self, frame_indices: Iterable[int], encode_threads: int = 1) -> Iterator[bytes | None]:
+        """What `get` returns for each of ``frame_indices``, in order.
+
+        With ``encode_threads`` > 1 the JPEG encoding runs in a pool of that many threads while this
+        thread decodes ahead (at most ``2 × encode_threads`` frames in flight): one process then
+        keeps both cores busy (libavcodec, swscale and simplejpeg release the GIL). An error
+        surfaces when the decoder reaches it, so up to that many frames before it are not yielded.
+        """
+        if encode_threads <= 1:
+            for frame_index in frame_indices:
+                yield self.get(frame_index)
+            return
+        in_flight: deque[Future | bytes | None] = deque()
+        with ThreadPoolExecutor(encode_threads, thread_name_prefix="rat7m-jpeg") as pool:
+            try:
+                for frame_index in frame_indices:
+                    in_flight.append(self._request(frame_index, pool))
+                    if len(in_flight) > 2 * encode_threads:
+                        yield _resolved(in_flight.popleft())
+                while in_flight:
+                    yield _resolved(in_flight.popleft())
+            finally:
+                for pending in in_flight:  # stopped early or failed: drop what nobody will read
+                    if isinstance(pending, Future):
+                        pending.cancel()
+                for frame_index, jpeg in list(self._cache.items()):
+                    if isinstance(jpeg, Future) and jpeg.cancelled():
+                        del self._cache[frame_index]
+
+    def _request(self, frame_index: int, pool: ThreadPoolExecutor | None) -> Future | bytes | None:
+        """Decode up to ``frame_index`` and encode it: in this thread (bytes), or in ``pool`` (a future)."""
         cached = self._cache.get(frame_index)
         if cached is not None:
             self._cache.move_to_end(frame_index)
@@ -507,7 +541,11 @@ class CameraFrames:
         for decoded_position, frame in self._decoder:
             self._next_position = decoded_position + 1
             if decoded_position == position:
-                jpeg = encode_jpeg(frame, self._quality)
+                jpeg = (
+                    encode_jpeg(frame, self._quality)
+                    if pool is None
+                    else pool.submit(encode_jpeg, frame, self._quality)
+                )
                 self._cache[frame_index] = jpeg
                 if len(self._cache) > self._CACHE_SIZE:
                     self._cache.popitem(last=False)
@@ -566,6 +604,10 @@ class CameraFrames:
                     left_out,
                 )
         return damage
+
+
+def _resolved(jpeg: Future | bytes | None) -> bytes | None:
+    return jpeg.result() if isinstance(jpeg, Future) else jpeg
 
 
 def decode_frames(video: bytes | str | IO[bytes] | dict, indices: Sequence[int]) -> list[np.ndarray]:

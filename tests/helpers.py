@@ -27,3 +27,24 @@ def assert_same_rows(rows_a, rows_b) -> None:
     assert len(rows_a) == len(rows_b), f"{len(rows_a)} rows ≠ {len(rows_b)} rows"
     for index, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
         np.testing.assert_equal(a, b, err_msg=f"row {index} differs")
+
+
+def assert_same_table(table_a, table_b) -> None:
+    """Arrow tables with the same schema and values, NaN equal to NaN (``Table.equals`` says NaN ≠ NaN).
+
+    Chunking may differ; floats are compared bit for bit through their flattened values.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert table_a.schema == table_b.schema, f"{table_a.schema} ≠ {table_b.schema}"
+    assert table_a.num_rows == table_b.num_rows, f"{table_a.num_rows} rows ≠ {table_b.num_rows} rows"
+    for name in table_a.column_names:
+        column_a, column_b = table_a[name].combine_chunks(), table_b[name].combine_chunks()
+        while pa.types.is_fixed_size_list(column_a.type):
+            column_a, column_b = pc.list_flatten(column_a), pc.list_flatten(column_b)
+        if pa.types.is_floating(column_a.type):
+            values_a, values_b = column_a.to_numpy(zero_copy_only=False), column_b.to_numpy(zero_copy_only=False)
+            assert values_a.tobytes() == values_b.tobytes(), f"column {name!r} differs"
+        else:
+            assert column_a.equals(column_b), f"column {name!r} differs"

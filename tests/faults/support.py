@@ -34,9 +34,10 @@ def content_digest(dataset_dict: datasets.DatasetDict) -> tuple[dict[str, int], 
 
 
 #: Run in ``python -c``: prepares a config like a user would, with a pause hook that only this
-#: subprocess has. After ``FAULT_PAUSE_AFTER`` examples (per process) it creates ``FAULT_MARKER`` and
-#: waits until ``FAULT_GO`` exists (never, when unset: it waits to be killed). Prints one JSON line:
-#: rows per split, the content digest, and how many examples this process generated itself.
+#: subprocess has. Once ``FAULT_PAUSE_AFTER`` examples (per process) were generated (``frames`` makes
+#: them in Arrow tables: counted per table) it creates ``FAULT_MARKER`` and waits until ``FAULT_GO``
+#: exists (never, when unset: it waits to be killed). Prints one JSON line: rows per split, the
+#: content digest, and how many examples this process generated itself.
 PREPARE_SCRIPT = r"""
 import json, os, sys, time
 sys.path.insert(0, {faults_dir!r})
@@ -47,18 +48,29 @@ pause_after = int(os.environ.get("FAULT_PAUSE_AFTER", "0"))
 generated = 0
 original = rat7m.generate_shard
 
-def paused_generate_shard(shard, selection, notes=None):
+original_tables = rat7m.frame_tables
+
+def count(rows):
     global generated
+    before, generated = generated, generated + rows
+    if before < pause_after <= generated:
+        open(os.environ["FAULT_MARKER"], "w").close()
+        go = os.environ.get("FAULT_GO")
+        while not (go and os.path.exists(go)):
+            time.sleep(0.05)
+
+def paused_generate_shard(shard, selection, notes=None):
     for example in original(shard, selection, notes):
         yield example
-        generated += 1
-        if generated == pause_after:
-            open(os.environ["FAULT_MARKER"], "w").close()
-            go = os.environ.get("FAULT_GO")
-            while not (go and os.path.exists(go)):
-                time.sleep(0.05)
+        count(1)
+
+def paused_frame_tables(shard, selection, features, notes=None):
+    for table in original_tables(shard, selection, features, notes):
+        yield table
+        count(table.num_rows)
 
 rat7m.generate_shard = paused_generate_shard
+rat7m.frame_tables = paused_frame_tables
 dataset_dict = rat7m.load_dataset({config!r}, data_dir={data_dir!r}, cache_dir={cache_dir!r}, num_proc={num_proc!r})
 rows, digest = content_digest(dataset_dict)
 print(json.dumps({{"rows": rows, "digest": digest, "generated": generated}}))
