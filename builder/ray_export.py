@@ -170,12 +170,16 @@ def _ref_key(ref: FileRef | None) -> list | None:
     return None if ref is None else [ref.name, ref.size, ref.md5]
 
 
+#: Selection fields that say how a shard is computed, not what it holds (the output is the same).
+_HOW_NOT_WHAT = ("decoder_threading", "encode_threads")
+
+
 def shard_fingerprint(shard: Shard, selection: Selection, features: datasets.Features, version: str) -> str:
     """What a shard's file depends on (not where its inputs are): equal fingerprints, equal files."""
     key = {
         "version": version,
         "features": features.to_dict(),
-        "selection": dataclasses.asdict(selection),
+        "selection": {k: v for k, v in dataclasses.asdict(selection).items() if k not in _HOW_NOT_WHAT},
         "shard": {
             "config": shard.config,
             "recording": shard.recording,
@@ -349,6 +353,8 @@ def export_with_ray(
     find_card_body(card_body_path)  # fail before any work
     features = builder.info.features
     splits, selection = _plan(builder, download_dir)
+    # A task is given one CPU (num_cpus=1): it encodes in its decoding thread, as num_proc workers do.
+    selection = dataclasses.replace(selection, encode_threads=1)
     if getattr(selection, "on_corrupt_video", "error") != "error":
         # the tasks would leave damaged frames out without counting them on the card: a silent gap
         raise SelectionError(

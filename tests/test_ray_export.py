@@ -201,3 +201,17 @@ def test_cli_without_ray_says_how_to_install_it(monkeypatch, sample_release, tmp
     assert not (tmp_path / "hub").exists()
     assert main([*argv[:-2], "--ray-address", "auto"]) == 1
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
+
+
+def test_fingerprint_depends_on_what_a_shard_holds_not_how_it_is_computed(sample_release):
+    import dataclasses
+
+    builder = rat7m.Rat7M(config_name="frames", data_dir=sample_release.root)
+    splits, selection = builder.plan()
+    shard, features, version = splits["train"][0], builder.info.features, str(builder.VERSION)
+    fingerprint = ray_export.shard_fingerprint(shard, selection, features, version)
+    single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1)
+    assert ray_export.shard_fingerprint(shard, single, features, version) == fingerprint
+    lower_quality = dataclasses.replace(selection, jpeg_quality=selection.jpeg_quality - 1)
+    assert ray_export.shard_fingerprint(shard, lower_quality, features, version) != fingerprint
+    assert ray_export.shard_fingerprint(splits["train"][1], selection, features, version) != fingerprint
