@@ -950,7 +950,7 @@ def print_report(results: dict[str, dict], ratio_table: dict[str, dict]) -> None
             if ratio["target"] is not None:
                 target = f"  (target ≥ {ratio['target']}: {'met' if ratio['met'] else 'NOT met'})"
             by_cpu = "" if ratio["by_cpu"] is None else f"  (by CPU time: {ratio['by_cpu']:.2f})"
-            print(f"  {name:<26} {ratio['value']:.2f}{target}{by_cpu}")
+            print(f"  {name:<26} {ratio['value']:.3f}{target}{by_cpu}")
 
 
 def machine() -> dict:
