@@ -74,11 +74,15 @@ def read_mocap(file: IO[bytes], source: str) -> MocapRecording:
     Raises:
         MocapFormatError: unreadable, truncated, MATLAB v7.3 (HDF5), or not the released structure.
     """
-    if file.seekable():
-        file.seek(0)
-    # In blocks: a remote file (fsspec) then reads by HTTP Range requests (retried), never one big GET.
-    data = b"".join(iter(lambda: file.read(_READ_BLOCK), b""))
-    outcome, value = _loadmat_isolated(data)
+    if isinstance(getattr(file, "raw", None), io.FileIO) and isinstance(file.name, str):
+        # A plain local file: the reader opens it itself (no copy of ~80 MB through a pipe).
+        outcome, value = _loadmat_isolated(os.path.abspath(file.name))
+    else:
+        if file.seekable():
+            file.seek(0)
+        # In blocks: a remote file (fsspec) then reads by HTTP Range requests (retried), never one big GET.
+        data = b"".join(iter(lambda: file.read(_READ_BLOCK), b""))
+        outcome, value = _loadmat_isolated(data)
     if outcome == "v7.3":  # scipy's NotImplementedError: "v7.3 / HDF5"
         raise MocapFormatError(
             f"{source}: this is a MATLAB v7.3 (HDF5) file ({value}); the release's mocap files are MATLAB v5/v7. {_FIX}"
@@ -91,10 +95,14 @@ def read_mocap(file: IO[bytes], source: str) -> MocapRecording:
     return parse_mocap(value, source)
 
 
-def _loadmat(data: bytes) -> tuple[str, Any]:
-    """``("ok", variables)``, or ``("v7.3", message)`` / ``("error", "Type: message")``."""
+def _loadmat(source: bytes | str) -> tuple[str, Any]:
+    """``("ok", variables)``, or ``("v7.3", message)`` / ``("error", "Type: message")``.
+
+    ``source``: the file's bytes, or its local path.
+    """
     try:
-        return "ok", scipy.io.loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=False, mat_dtype=False)
+        file = io.BytesIO(source) if isinstance(source, bytes) else source
+        return "ok", scipy.io.loadmat(file, struct_as_record=False, squeeze_me=False, mat_dtype=False)
     except NotImplementedError as error:
         return "v7.3", str(error)
     except Exception as error:
@@ -110,9 +118,10 @@ class _IsolatedReader:
 
     The helper is a fresh interpreter (``python -c``: no fork of this process, which may hold
     FFmpeg threads, and no re-import of the user's ``__main__``) started on first use and reused:
-    it reads length-prefixed file bytes on stdin and answers with the pickled `_loadmat` result on
-    stdout. After a crash a new one is started for the next file; it exits when its stdin closes
-    (this process ended), and is never shared with a forked child (each process starts its own).
+    it reads length-prefixed requests (file bytes, or a local file's path) on stdin and answers with
+    the pickled `_loadmat` result on stdout. After a crash a new one is started for the next file;
+    it exits when its stdin closes (this process ended), and is never shared with a forked child
+    (each process starts its own).
     """
 
     _CODE = "from rat7m_builder.mocap import _serve_reader; _serve_reader()"
@@ -122,11 +131,13 @@ class _IsolatedReader:
         self._process: subprocess.Popen | None = None
         self._owner = 0
 
-    def read(self, data: bytes) -> tuple[str, Any]:
+    def read(self, source: bytes | str) -> tuple[str, Any]:
+        """`_loadmat` of ``source`` (the file's bytes, or its local path) in the helper."""
+        kind, data = (_BYTES, source) if isinstance(source, bytes) else (_PATH, os.fsencode(source))
         with self._lock:
             process = self._ensure_running()
             try:
-                process.stdin.write(struct.pack("<Q", len(data)))
+                process.stdin.write(kind + struct.pack("<Q", len(data)))
                 process.stdin.write(data)
                 process.stdin.flush()
                 header = process.stdout.read(8)
@@ -178,16 +189,22 @@ def _serve_reader() -> None:
     warnings.simplefilter("ignore")  # scipy's MatReadWarnings: the structure is checked by parse_mocap
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
-        header = source.read(8)
-        if len(header) < 8:
+        header = source.read(9)
+        if len(header) < 9:
             return
-        size = struct.unpack("<Q", header)[0]
+        kind, size = header[:1], struct.unpack("<Q", header[1:])[0]
         data = source.read(size)
-        answer = _loadmat(data) if len(data) == size else ("error", "incomplete request")
+        if len(data) != size or kind not in (_BYTES, _PATH):
+            answer = ("error", "incomplete request")
+        else:
+            answer = _loadmat(data if kind == _BYTES else os.fsdecode(data))
         payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         sink.write(struct.pack("<Q", len(payload)) + payload)
         sink.flush()
 
+
+#: Request kinds of the helper protocol: the file's bytes follow, or its local path.
+_BYTES, _PATH = b"B", b"P"
 
 _READER = _IsolatedReader()
 atexit.register(_READER.close)
@@ -202,9 +219,9 @@ def start_reader() -> None:
         _READER._ensure_running()
 
 
-def _loadmat_isolated(data: bytes) -> tuple[str, Any]:
-    """`_loadmat` in the helper process (see `_IsolatedReader`)."""
-    return _READER.read(data)
+def _loadmat_isolated(source: bytes | str) -> tuple[str, Any]:
+    """`_loadmat` of the file's bytes or local path in the helper process (see `_IsolatedReader`)."""
+    return _READER.read(source)
 
 
 def parse_mocap(variables: Mapping[str, Any], source: str) -> MocapRecording:

@@ -824,14 +824,19 @@ def measure_mocap(bench: Bench) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / f"mocap-{bench.spec.recording}.mat").exists():
         fabricate_mocap(folder, bench.spec, num_samples=150_000)
-    bench.quiet()
-    cache = bench.workdir / "caches" / "mocap"
-    result, _peak = run_in_child(prepare_config, "mocap", str(folder), str(cache), None, list(bench.spec.cameras))
-    _remove_tree(cache)
+    runs = []
+    for round_index in range(bench.rounds):  # each a fresh process; the best round counts
+        bench.quiet()
+        cache = bench.workdir / "caches" / f"mocap-{round_index}"
+        result, _peak = run_in_child(prepare_config, "mocap", str(folder), str(cache), None, list(bench.spec.cameras))
+        _remove_tree(cache)
+        runs.append(result)
+    best = min(runs, key=lambda run: run["seconds"])
     return {
-        "value": result["rows"] / result["seconds"],
+        "value": best["rows"] / best["seconds"],
         "unit": "rows/s",
-        "detail": f"{result['rows']} samples in {result['seconds']:.2f} s (.mat parse + Arrow write)",
+        "rows_per_s_rounds": [run["rows"] / run["seconds"] for run in runs],
+        "detail": f"{best['rows']} samples in {best['seconds']:.2f} s (.mat parse + Arrow write; best of {len(runs)})",
     }
 
 

@@ -56,6 +56,26 @@ def test_fabricated_release_parses_with_quirks(sample_release):
     assert parsed.cameras[1].radial_distortion[2] == 0
 
 
+def test_a_local_file_is_read_by_path_and_gives_what_its_bytes_give(sample_release, monkeypatch):
+    from rat7m_builder import mocap
+
+    path = os.path.join(sample_release.root, "annotations", "mocap-s1-d1.mat")
+    requests = []
+    isolated = mocap._loadmat_isolated
+    monkeypatch.setattr(mocap, "_loadmat_isolated", lambda source: requests.append(source) or isolated(source))
+    with open(path, "rb") as file:
+        by_path = read_mocap(file, "mocap-s1-d1.mat")
+    with open(path, "rb") as file:
+        by_bytes = read_mocap(io.BytesIO(file.read()), "mocap-s1-d1.mat")
+    assert requests[0] == os.path.abspath(path) and isinstance(requests[1], bytes)  # no 80 MB through a pipe
+    np.testing.assert_array_equal(by_path.keypoints_3d, by_bytes.keypoints_3d)
+    for camera in range(1, 7):
+        np.testing.assert_array_equal(by_path.frame_index[camera], by_bytes.frame_index[camera])
+        np.testing.assert_array_equal(
+            by_path.cameras[camera].intrinsic_matrix, by_bytes.cameras[camera].intrinsic_matrix
+        )
+
+
 def test_shared_third_party_mock_is_parsed_then_rejected_naming_field_and_shape():
     with open(SHARED_MOCK, "rb") as file, pytest.raises(MocapFormatError) as error:
         read_mocap(file, "propose-mocap-mock.mat")
