@@ -20,13 +20,15 @@ frame of the prepared ``frames``) register themselves in the marked section belo
 ``@measurement(name)``; the table and the ratios pick them up.
 
 The machine is shared: every variant runs ``--rounds`` times interleaved and its best round
-counts; each round also records the CPU the rest of the machine used meanwhile ("others' cores")
-and our own CPU time per frame (CPU-ms/frame, which other load barely moves). Ratios are given
-both ways.
+counts; each round also records the CPU the rest of the machine used meanwhile ("others' cores",
+counting every process of ours, prepare children included, as ours) and our own CPU time per frame
+(CPU-ms/frame, which other load barely moves). Ratios are given both ways. The machine's speed
+also drifts during a run, so ``paired`` runs the best ``limit`` variant, ``original``, ``frames_1``
+and ``frames_2`` back to back in each round and gives the median of the per-round ratios.
 
 Usage: ``python scripts/bench.py [--quick] [--json PATH] [--workdir DIR] [--only a,b] [--cameras N]
 [--max-frames N] [--rounds N] [--quiet SECONDS] [--quality Q]``. ``--quick``: 2 cameras, 2 rounds,
-fewer variants (about 4 minutes).
+fewer variants (about 5 minutes; the full run about 30).
 """
 
 from __future__ import annotations
@@ -982,7 +984,7 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="2 cameras instead of 6, 2 rounds, fewer variants (about 4 minutes)"
+        "--quick", action="store_true", help="2 cameras instead of 6, 2 rounds, fewer variants (about 5 minutes)"
     )
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "rat7m-bench"))
