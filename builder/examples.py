@@ -345,9 +345,7 @@ def mocap_table(shard: Shard, selection: Selection, features) -> pa.Table:
         "subject": pa.array(np.full(count, subject, np.int32)),
         "day": pa.array(np.full(count, day, np.int32)),
         "sample_index": pa.array(samples.astype(np.int32)),
-        "keypoints_3d": pa.FixedSizeListArray.from_arrays(
-            pa.FixedSizeListArray.from_arrays(pa.array(keypoints), 3), 20
-        ),
+        "keypoints_3d": _fixed_size_lists(keypoints, features.arrow_schema.field("keypoints_3d").type),
         "frame_index": pa.ListArray.from_arrays(
             pa.array(np.arange(count + 1, dtype=np.int32) * len(selection.cameras)), pa.array(frames.reshape(-1))
         ),
