@@ -152,6 +152,11 @@ class _IsolatedReader:
             return "error", f"the MATLAB reader (scipy.io.loadmat) crashed on its damaged bytes ({name})"
         return "error", f"the MATLAB reader (scipy.io.loadmat) ended without an answer (exit status {returncode})"
 
+    def start(self) -> None:
+        """Start the helper if it is not running (returns at once; it is waited for on the first read)."""
+        with self._lock:
+            self._ensure_running()
+
     def close(self) -> None:
         """Stop this process's helper (at exit; a forked child leaves its parent's alone)."""
         with self._lock:
@@ -215,8 +220,7 @@ def start_reader() -> None:
 
     Called when a build begins, so that the start-up overlaps the work before the first .mat is read.
     """
-    with _READER._lock:
-        _READER._ensure_running()
+    _READER.start()
 
 
 def _loadmat_isolated(source: bytes | str) -> tuple[str, Any]:
