@@ -13,8 +13,6 @@ import contextlib
 import heapq
 import io
 import logging
-import os
-import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +22,7 @@ from typing import IO
 import av
 import numpy as np
 import simplejpeg
-from av.video.reformatter import ColorRange, VideoReformatter
+from av.video.reformatter import ColorRange
 
 from .errors import VideoDecodeError
 from .sources import FileRef, VideoChunk, describe_names, open_file
@@ -46,20 +44,42 @@ CHECKED_DECODER_THREAD_TYPE = "NONE"
 #: default, "strict", raises UnicodeDecodeError from `av.open` on a damaged mp4 header).
 METADATA_ERRORS = "replace"
 
-#: Per-thread state of `encode_jpeg` (its swscale reformatter).
-_thread_state = threading.local()
-#: Reformatters inherited through a fork: never used again and never freed (freeing a swscale
-#: context in a forked child can hang, as `datasets`' num_proc workers are forked).
-_inherited: list[VideoReformatter] = []
+try:  # optional: OpenCV's table lookup is ~3x faster than the pure-Python one, with the same output
+    import cv2 as _cv2
+except ImportError:  # not a dependency of the package (see `full_range_plane`)
+    _cv2 = None
+
+#: Limited ("MPEG") range → full ("JPEG") range, as JFIF wants: Y' = (Y − 16)·255/219 and
+#: C' = (C − 128)·255/224 + 128, rounded to nearest and clipped to 0–255 (values outside the legal
+#: range, e.g. sensor noise below 16, clip to 0/255). One 256-entry table per plane kind.
+LUMA_TO_FULL_RANGE = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+CHROMA_TO_FULL_RANGE = np.clip(np.round((np.arange(256) - 128) * 255.0 / 224.0 + 128), 0, 255).astype(np.uint8)
+_TABLES = (LUMA_TO_FULL_RANGE, CHROMA_TO_FULL_RANGE, CHROMA_TO_FULL_RANGE)
+_TRANSLATE_TABLES = tuple(table.tobytes() for table in _TABLES)
+#: OpenCV hands a lookup over ≥ 2**18 pixels to its thread pool; smaller calls run in the calling
+#: thread. Bands stay below that, so no OpenCV threads are started (num_proc workers are forked
+#: processes and the encode pool already has a thread per core) and the user's OpenCV is untouched.
+_OPENCV_BAND_PIXELS = (1 << 18) - 1
 
 
-def _reformatter() -> VideoReformatter:
-    """This thread's swscale reformatter, made anew in a forked child (one context per process)."""
-    if getattr(_thread_state, "pid", None) != os.getpid():
-        if getattr(_thread_state, "reformatter", None) is not None:
-            _inherited.append(_thread_state.reformatter)
-        _thread_state.reformatter, _thread_state.pid = VideoReformatter(), os.getpid()
-    return _thread_state.reformatter
+def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int) -> np.ndarray:
+    """One limited-range 8-bit plane mapped to full range through its table (0: luma, 1–2: chroma).
+
+    Returns a (height, width) uint8 array, a fresh copy (the decoder's buffer is never written: it
+    is a reference picture). With OpenCV installed the lookup is ``cv2.LUT`` on row bands (about
+    0.2 ms for a 1320×1048 luma plane), else ``bytes.translate`` (about 0.7 ms); both apply the same
+    table, so the JPEG bytes do not depend on whether OpenCV is installed.
+    """
+    table = _TABLES[table_index]
+    source = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    if _cv2 is None:
+        translated = bytes(plane).translate(_TRANSLATE_TABLES[table_index])
+        return np.frombuffer(translated, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    stretched = np.empty((plane.height, plane.width), np.uint8)
+    band = max(1, _OPENCV_BAND_PIXELS // max(plane.width, 1))
+    for row in range(0, plane.height, band):
+        _cv2.LUT(source[row : row + band], table, dst=stretched[row : row + band])
+    return stretched
 
 
 @dataclass(frozen=True)
@@ -110,24 +130,22 @@ def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
     """Encode a decoded frame as baseline JPEG (4:2:0 when the video is 4:2:0).
 
     yuv420p frames go straight from their planes to the JPEG encoder (no RGB round trip). JPEG
-    (JFIF) wants full-range YCbCr, so limited-range planes (Y 16–235, chroma 16–240) are first
-    stretched by swscale, with one reformatter kept per thread (its context is reused: 0.6 ms per
-    1320×1048 frame, against 1.3 ms for ``frame.reformat`` and 4.4 ms for a numpy lookup table).
-    Padded rows (``line_size`` > width) go to the encoder as strided views, without a copy. Other
-    pixel formats go through RGB.
+    (JFIF) wants full-range YCbCr, so limited-range planes (Y 16–235, chroma 16–240; untagged
+    yuv420p is limited range, as every decoder and player assumes) are first stretched through
+    fixed tables (`full_range_plane`: 0.3–0.8 ms a 1320×1048 frame with OpenCV, against 1.0–1.5 ms
+    for swscale, which the builder used before). Full-range planes (yuvj420p, or tagged JPEG range)
+    go to the encoder as strided views, without a copy. Other pixel formats go through RGB.
     """
     if frame.format.name not in ("yuv420p", "yuvj420p"):
         rgb = frame.to_ndarray(format="rgb24")
         return simplejpeg.encode_jpeg(rgb, quality=quality, colorspace="RGB", colorsubsampling="420")
     if frame.format.name == "yuv420p" and frame.color_range != ColorRange.JPEG:
-        # Untagged (UNSPECIFIED) yuv420p is limited range, as every decoder and player assumes.
-        frame = _reformatter().reformat(
-            frame, format="yuv420p", src_color_range=ColorRange.MPEG, dst_color_range=ColorRange.JPEG, threads=1
+        y, u, v = (full_range_plane(plane, index) for index, plane in enumerate(frame.planes))
+    else:
+        y, u, v = (
+            np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+            for plane in frame.planes
         )
-    y, u, v = (
-        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-        for plane in frame.planes
-    )
     return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
 
 
@@ -493,7 +511,7 @@ class CameraFrames:
 
         With ``encode_threads`` > 1 the JPEG encoding runs in a pool of that many threads while this
         thread decodes ahead (at most ``2 × encode_threads`` frames in flight): one process then
-        keeps both cores busy (libavcodec, swscale and simplejpeg release the GIL). An error
+        keeps both cores busy (libavcodec, OpenCV and simplejpeg release the GIL). An error
         surfaces when the decoder reaches it, so up to that many frames before it are not yielded.
         """
         if encode_threads <= 1:

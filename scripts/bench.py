@@ -7,9 +7,10 @@ same files, in order, prints a table with ratios and optionally writes everythin
 - ``decode``: PyAV decode only, frames/s; the best decoder threading of a sweep over thread types
   and counts, in one process (chunks in order) and in two processes (one chunk each).
 - ``limit``: decode + JPEG at the builder's quality, the fastest way found using both cores, no
-  ``datasets``: JPEG encoders (YUV planes → simplejpeg with the range stretch done by swscale, by
-  cv2.LUT or by numpy; RGB → simplejpeg; Pillow) × {one process with a 2-thread encode pool, two
-  processes with one chunk each}.
+  ``datasets``: JPEG encoders (YUV planes → simplejpeg with the range stretch done by the builder's
+  tables (cv2.LUT in row bands, or ``bytes.translate`` without OpenCV), by swscale, by cv2.LUT on
+  whole planes or by numpy; RGB → simplejpeg; Pillow) × {one process with a 2-thread encode pool,
+  two processes with one chunk each}.
 - ``original``: the original script's method: one process, ``cv2.VideoCapture`` sequential read +
   ``cv2.imencode('.jpg', frame, [IMWRITE_JPEG_QUALITY, q])`` per frame.
 - ``jpeg_check``: the YUV-plane JPEG against the RGB-path and OpenCV JPEGs (mean abs diff, 0–255).
@@ -60,6 +61,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clips import ClipSpec, clip_records, fabricate_clips, fabricate_mocap  # noqa: E402
 
+from rat7m_builder.video import CHROMA_TO_FULL_RANGE, LUMA_TO_FULL_RANGE, encode_jpeg  # noqa: E402
+
 DEFAULT_QUALITY = 90
 WORKERS = 2
 
@@ -97,7 +100,26 @@ def _full_range(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 def jpeg_yuv(frame: av.VideoFrame, quality: int) -> bytes:
-    """Recommended: limited→full range with swscale, then the planes straight into libjpeg-turbo."""
+    """The builder's way (`rat7m_builder.video.encode_jpeg`): the planes through fixed range tables
+    (cv2.LUT in row bands, in the calling thread), then straight into libjpeg-turbo."""
+    return encode_jpeg(frame, quality)
+
+
+def jpeg_yuv_translate(frame: av.VideoFrame, quality: int) -> bytes:
+    """The builder's way without OpenCV installed: the same tables applied by ``bytes.translate``."""
+    y, u, v = (_translated(plane, index) for index, plane in enumerate(frame.planes))
+    return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
+
+
+def _translated(plane, index: int) -> np.ndarray:
+    table = (LUMA_TO_FULL_RANGE if index == 0 else CHROMA_TO_FULL_RANGE).tobytes()
+    stretched = bytes(plane).translate(table)
+    return np.frombuffer(stretched, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def jpeg_yuv_swscale(frame: av.VideoFrame, quality: int) -> bytes:
+    """limited→full range with swscale (one reused context per thread), then the planes (the builder's
+    way until this benchmark found the tables faster)."""
     y, u, v = _plane_views(_full_range(frame))
     return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
 
@@ -108,12 +130,11 @@ def jpeg_yuv_newctx(frame: av.VideoFrame, quality: int) -> bytes:
     return simplejpeg.encode_jpeg_yuv_planes(*_plane_views(full), quality=quality)
 
 
-_LUMA_LUT = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
-_CHROMA_LUT = np.clip(np.round((np.arange(256) - 128) * 255.0 / 224.0 + 128), 0, 255).astype(np.uint8)
+_LUMA_LUT, _CHROMA_LUT = LUMA_TO_FULL_RANGE, CHROMA_TO_FULL_RANGE
 
 
 def jpeg_yuv_cv2lut(frame: av.VideoFrame, quality: int) -> bytes:
-    """Range stretch with cv2.LUT on the strided views (needs OpenCV)."""
+    """Range stretch with cv2.LUT on whole strided planes (OpenCV's thread pool joins in)."""
     y, u, v = _plane_views(frame)
     return simplejpeg.encode_jpeg_yuv_planes(
         cv2.LUT(y, _LUMA_LUT), cv2.LUT(u, _CHROMA_LUT), cv2.LUT(v, _CHROMA_LUT), quality=quality
@@ -146,6 +167,8 @@ def jpeg_pillow(frame: av.VideoFrame, quality: int) -> bytes:
 
 ENCODERS: dict[str, Callable[[av.VideoFrame, int], bytes]] = {
     "yuv": jpeg_yuv,
+    "yuv_translate": jpeg_yuv_translate,
+    "yuv_swscale": jpeg_yuv_swscale,
     "yuv_newctx": jpeg_yuv_newctx,
     "yuv_cv2lut": jpeg_yuv_cv2lut,
     "yuv_numpylut": jpeg_yuv_numpylut,
@@ -554,10 +577,13 @@ def measure_limit(bench: Bench) -> dict:
     two = best_decode.get("2 processes", {"thread_type": "SLICE", "thread_count": 1})
     one_setting = (one["thread_type"], one["thread_count"])
     two_setting = (two["thread_type"], two["thread_count"])
-    plan = [(encoder, "2 processes", *two_setting) for encoder in ("yuv", "rgb", "yuv_numpylut")]
+    plan = [(encoder, "2 processes", *two_setting) for encoder in ("yuv", "yuv_swscale", "rgb")]
     plan += [(encoder, "1 process + 2 threads", *one_setting) for encoder in ("yuv", "rgb")]
     if not bench.quick:
-        plan += [(encoder, "2 processes", *two_setting) for encoder in ("yuv_cv2lut", "yuv_newctx", "pillow")]
+        plan += [
+            (encoder, "2 processes", *two_setting)
+            for encoder in ("yuv_cv2lut", "yuv_translate", "yuv_numpylut", "yuv_newctx", "pillow")
+        ]
         plan.append(("yuv_cv2lut", "1 process + 2 threads", *one_setting))
         plan.append(("yuv", "2 processes", *(("AUTO", 0) if two_setting == ("SLICE", 1) else ("SLICE", 1))))
 
@@ -635,6 +661,7 @@ def measure_jpeg_check(bench: Bench) -> dict:
         return np.asarray(image)[..., 0]
 
     rows = collections.defaultdict(list)
+    same_bytes: list[bool] = []
     subsampling = set()
     for index, frame in frames.items():
         reference = frame.to_ndarray(format="rgb24").astype(np.int16)
@@ -648,6 +675,9 @@ def measure_jpeg_check(bench: Bench) -> dict:
         rows["yuv vs rgb JPEG"].append(mad(decoded["yuv"], decoded["rgb"].astype(np.int16)))
         rows["yuv_raw vs rgb JPEG"].append(mad(decoded["yuv_raw"], decoded["rgb"].astype(np.int16)))
         rows["yuv vs numpylut JPEG"].append(mad(decoded["yuv"], decoded["yuv_numpylut"].astype(np.int16)))
+        rows["yuv vs swscale JPEG"].append(mad(decoded["yuv"], decoded["yuv_swscale"].astype(np.int16)))
+        # The builder's tables give the same bytes with or without OpenCV.
+        same_bytes.append(jpeg_yuv(frame, bench.quality) == jpeg_yuv_translate(frame, bench.quality))
         for name in ("yuv", "rgb"):
             rows[f"{name} JPEG luma vs source luma"].append(
                 mad(luma(ENCODERS[name](frame, bench.quality)), source_luma)
@@ -656,7 +686,7 @@ def measure_jpeg_check(bench: Bench) -> dict:
             rows["yuv vs OpenCV JPEG"].append(mad(decoded["yuv"], opencv[index]))
             rows["rgb vs OpenCV JPEG"].append(mad(decoded["rgb"], opencv[index]))
     table = {name: float(np.mean(values)) for name, values in rows.items()}
-    ok = table["yuv vs rgb JPEG"] < 2.5 and all(value == "420" for _, value in subsampling)
+    ok = table["yuv vs rgb JPEG"] < 2.5 and all(value == "420" for _, value in subsampling) and all(same_bytes)
     return {
         "value": table["yuv vs rgb JPEG"],
         "ok": ok,
@@ -666,6 +696,7 @@ def measure_jpeg_check(bench: Bench) -> dict:
         f"{table['yuv JPEG luma vs source luma']:.2f}, rgb {table['rgb JPEG luma vs source luma']:.2f}",
         "mean_abs_diff": table,
         "subsampling": sorted(f"{name}: {value}" for name, value in subsampling),
+        "opencv_and_translate_identical": all(same_bytes),
         "frames": sorted(frames),
     }
 
