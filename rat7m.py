@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import logging
 import os
 import shutil
@@ -55,6 +56,7 @@ from rat7m_builder.notes import (
 )
 from rat7m_builder.sources import ReleaseIndex, scan_local
 from rat7m_builder.video import decode_frames
+from rat7m_builder.writeback import PageCacheTrimmer
 
 __all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics", "prepare"]
 
@@ -282,15 +284,21 @@ class Rat7M(datasets.GeneratorBasedBuilder):
 
     def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
         if self.config.name not in TABLE_CONFIGS:
-            yield from super()._prepare_split_single(gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id)
-            return
-        # `mocap` rows are many (≈170,000 per recording) and cheap: encoding them one by one through
-        # `Features.encode_example` costs ~60 µs a row. `frames` rows are few but each carries a
-        # ~250 KB JPEG. Both are written as Arrow tables built from the arrays, by `datasets`' own
-        # table-writing loop; streaming still yields the same rows one by one.
-        yield from datasets.ArrowBasedBuilder._prepare_split_single(
-            self, gen_kwargs, fpath, file_format, max_shard_size, job_id
-        )
+            updates = super()._prepare_split_single(gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id)
+        else:
+            # `mocap` rows are many (≈170,000 per recording) and cheap: encoding them one by one through
+            # `Features.encode_example` costs ~60 µs a row. `frames` rows are few but each carries a
+            # ~250 KB JPEG. Both are written as Arrow tables built from the arrays, by `datasets`' own
+            # table-writing loop; streaming still yields the same rows one by one.
+            updates = datasets.ArrowBasedBuilder._prepare_split_single(
+                self, gen_kwargs, fpath, file_format, max_shard_size, job_id
+            )
+        # This job's shard files (the shard number is the `*`); `datasets` reports progress after a
+        # write at most every 0.05 s, which is when what was written gets written back and dropped.
+        trimmer = PageCacheTrimmer(glob.escape(fpath).replace("SSSSS", "*").replace("JJJJJ", f"{job_id:05d}"))
+        for update in updates:
+            trimmer.trim()
+            yield update
 
     def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:
         for shard_id, shard in enumerate(shards):

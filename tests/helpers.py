@@ -32,7 +32,8 @@ def assert_same_rows(rows_a, rows_b) -> None:
 def assert_same_table(table_a, table_b) -> None:
     """Arrow tables with the same schema and values, NaN equal to NaN (``Table.equals`` says NaN ≠ NaN).
 
-    Chunking may differ; floats are compared bit for bit through their flattened values.
+    Chunking may differ; floats are compared bit for bit through their flattened values (lists and
+    fixed-size lists of any depth).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -41,7 +42,11 @@ def assert_same_table(table_a, table_b) -> None:
     assert table_a.num_rows == table_b.num_rows, f"{table_a.num_rows} rows ≠ {table_b.num_rows} rows"
     for name in table_a.column_names:
         column_a, column_b = table_a[name].combine_chunks(), table_b[name].combine_chunks()
-        while pa.types.is_fixed_size_list(column_a.type):
+        while pa.types.is_fixed_size_list(column_a.type) or pa.types.is_list(column_a.type):
+            # (the list offsets are compared first, so flattening hides no difference in shape)
+            if pa.types.is_list(column_a.type):
+                assert column_a.offsets.equals(column_b.offsets), f"column {name!r} differs in list lengths"
+            assert column_a.null_count == column_b.null_count, f"column {name!r} differs in nulls"
             column_a, column_b = pc.list_flatten(column_a), pc.list_flatten(column_b)
         if pa.types.is_floating(column_a.type):
             values_a, values_b = column_a.to_numpy(zero_copy_only=False), column_b.to_numpy(zero_copy_only=False)
