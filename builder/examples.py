@@ -253,11 +253,7 @@ def _check_cameras_within_video(
     Each probe opens an mp4 (≈ 20 ms locally, a few round trips from figshare); the first error
     in camera order is raised.
     """
-    if len(frames_by_camera) <= 1:
-        for camera, (chunks, frames) in frames_by_camera.items():
-            _check_frames_within_video(chunks, frames, recording, camera, tolerate_damage)
-        return
-    with ThreadPoolExecutor(min(len(frames_by_camera), 6), thread_name_prefix="rat7m-probe") as pool:
+    with ThreadPoolExecutor(max(len(frames_by_camera), 1), thread_name_prefix="rat7m-probe") as pool:
         checks = [
             pool.submit(_check_frames_within_video, chunks, frames, recording, camera, tolerate_damage)
             for camera, (chunks, frames) in frames_by_camera.items()

@@ -70,11 +70,11 @@ def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int) -> np.n
     0.2 ms for a 1320×1048 luma plane), else ``bytes.translate`` (about 0.7 ms); both apply the same
     table, so the JPEG bytes do not depend on whether OpenCV is installed.
     """
-    table = _TABLES[table_index]
-    source = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     if _cv2 is None:
         translated = bytes(plane).translate(_TRANSLATE_TABLES[table_index])
         return np.frombuffer(translated, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    table = _TABLES[table_index]
+    source = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     stretched = np.empty((plane.height, plane.width), np.uint8)
     band = max(1, _OPENCV_BAND_PIXELS // max(plane.width, 1))
     for row in range(0, plane.height, band):
