@@ -62,15 +62,16 @@ _TRANSLATE_TABLES = tuple(table.tobytes() for table in _TABLES)
 _OPENCV_BAND_PIXELS = (1 << 18) - 1
 
 
-def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int) -> np.ndarray:
+def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int, use_opencv: bool = True) -> np.ndarray:
     """One limited-range 8-bit plane mapped to full range through its table (0: luma, 1–2: chroma).
 
     Returns a (height, width) uint8 array, a fresh copy (the decoder's buffer is never written: it
     is a reference picture). With OpenCV installed the lookup is ``cv2.LUT`` on row bands (about
     0.2 ms for a 1320×1048 luma plane), else ``bytes.translate`` (about 0.7 ms); both apply the same
-    table, so the JPEG bytes do not depend on whether OpenCV is installed.
+    table, so the JPEG bytes do not depend on whether OpenCV is installed. ``use_opencv=False``
+    takes the ``bytes.translate`` way even so (the benchmark compares the two).
     """
-    if _cv2 is None:
+    if _cv2 is None or not use_opencv:
         translated = bytes(plane).translate(_TRANSLATE_TABLES[table_index])
         return np.frombuffer(translated, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     table = _TABLES[table_index]

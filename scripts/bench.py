@@ -61,7 +61,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clips import ClipSpec, clip_records, fabricate_clips, fabricate_mocap  # noqa: E402
 
-from rat7m_builder.video import CHROMA_TO_FULL_RANGE, LUMA_TO_FULL_RANGE, encode_jpeg  # noqa: E402
+from rat7m_builder.video import CHROMA_TO_FULL_RANGE, LUMA_TO_FULL_RANGE, encode_jpeg, full_range_plane  # noqa: E402
 
 DEFAULT_QUALITY = 90
 WORKERS = 2
@@ -107,14 +107,8 @@ def jpeg_yuv(frame: av.VideoFrame, quality: int) -> bytes:
 
 def jpeg_yuv_translate(frame: av.VideoFrame, quality: int) -> bytes:
     """The builder's way without OpenCV installed: the same tables applied by ``bytes.translate``."""
-    y, u, v = (_translated(plane, index) for index, plane in enumerate(frame.planes))
+    y, u, v = (full_range_plane(plane, index, use_opencv=False) for index, plane in enumerate(frame.planes))
     return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
-
-
-def _translated(plane, index: int) -> np.ndarray:
-    table = (LUMA_TO_FULL_RANGE if index == 0 else CHROMA_TO_FULL_RANGE).tobytes()
-    stretched = bytes(plane).translate(table)
-    return np.frombuffer(stretched, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def jpeg_yuv_swscale(frame: av.VideoFrame, quality: int) -> bytes:

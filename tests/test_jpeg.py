@@ -69,6 +69,7 @@ def test_each_plane_goes_through_its_table_exactly(monkeypatch, width, height, w
         table = video.LUMA_TO_FULL_RANGE if index == 0 else video.CHROMA_TO_FULL_RANGE
         assert stretched.shape == source.shape
         np.testing.assert_array_equal(stretched, table[source])
+        np.testing.assert_array_equal(video.full_range_plane(plane, index, use_opencv=False), stretched)
     # The decoder's buffer is a reference picture: it must come out untouched.
     assert np.array_equal(_views(frame)[0], _views(frame)[0].copy())
 
