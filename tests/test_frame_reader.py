@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from helpers import assert_same_table, decode_jpeg
 
 import rat7m
-from rat7m_builder.examples import FRAME_TABLE_ROWS, Selection, frame_tables, generate_shard, plan_shards
+from rat7m_builder.examples import (
+    FRAME_TABLE_ROWS,
+    Selection,
+    _binary_array,
+    frame_tables,
+    generate_shard,
+    plan_shards,
+)
 from rat7m_builder.features import frames_features
 from rat7m_builder.sample import SampleSpec, read_barcode, write_sample
 from rat7m_builder.sources import scan_local
@@ -96,3 +104,23 @@ def test_prepared_frames_have_the_batches_and_rows_of_the_examples(long_recordin
         assert_same_table(prepared.data.table, expected)
         batch_rows = [batch.num_rows for batch in prepared.data.to_batches()]
         assert max(batch_rows) == FRAME_TABLE_ROWS and sum(batch_rows) == 260 * 6
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [3, 0, 5], [245_000, 251_331, 1]])
+def test_binary_array_is_pyarrows_array_of_the_same_bytes(lengths):
+    rng = np.random.default_rng(len(lengths))
+    values = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lengths]
+    array = _binary_array(values)
+    array.validate(full=True)
+    assert array.type == pa.binary() and array.null_count == 0
+    assert array.equals(pa.array(values, pa.binary()))
+    assert array.to_pylist() == values
+
+
+def test_binary_array_refuses_more_than_its_32_bit_offsets_hold():
+    class Huge(bytes):
+        def __len__(self):  # only the length is looked at before the refusal: no 2 GiB allocation
+            return 2**30
+
+    with pytest.raises(ValueError, match="do not fit one Arrow binary array"):
+        _binary_array([Huge(), Huge()])
