@@ -1,8 +1,9 @@
 """Benchmark frame preparation against the codec limit and the original extraction script.
 
 Fabricates a clip set in the release's video format (``bench_clips.py``: 1320×1048, 30 frames/s,
-H.264, ~35 KiB/frame, 600 frames per camera chunk), then runs the registered measurements on the
-same files, in order, prints a table with ratios and optionally writes everything as JSON:
+H.264, ~35 KiB/frame, 600 frames per camera chunk, 2 chunks per camera), then runs the registered
+measurements on the same files, in order, prints a table with ratios and optionally writes
+everything as JSON:
 
 - ``decode``: PyAV decode only, frames/s; the best decoder threading of a sweep over thread types
   and counts, in one process (chunks in order) and in two processes (one chunk each).
@@ -25,11 +26,13 @@ counts; each round also records the CPU the rest of the machine used meanwhile (
 counting every process of ours, prepare children included, as ours) and our own CPU time per frame
 (CPU-ms/frame, which other load barely moves). Ratios are given both ways. The machine's speed
 also drifts during a run, so ``paired`` runs the best ``limit`` variant, ``original``, ``frames_1``
-and ``frames_2`` back to back in each round and gives the median of the per-round ratios.
+and ``frames_2`` back to back in each round (``--paired-rounds``, 5 by default: the per-round
+ratios spread by a few per cent, and a median of 5 moves less than one of 3) and gives the median
+of the per-round ratios.
 
 Usage: ``python scripts/bench.py [--quick] [--json PATH] [--workdir DIR] [--only a,b] [--cameras N]
-[--max-frames N] [--rounds N] [--quiet SECONDS] [--quality Q]``. ``--quick``: 2 cameras, 2 rounds,
-fewer variants (about 5 minutes; the full run about 30).
+[--chunks N] [--max-frames N] [--rounds N] [--paired-rounds N] [--quiet SECONDS] [--quality Q]``.
+``--quick``: 2 cameras × 1 chunk, 2 rounds, fewer variants (about 5 minutes; the full run about an hour).
 """
 
 from __future__ import annotations
@@ -404,6 +407,7 @@ class Bench:
     quick: bool
     max_frames: int | None  # per chunk, None = whole chunks
     rounds: int = 2  # interleaved repetitions of every variant; the best round counts
+    paired_rounds: int = 2  # rounds of `paired`; the median counts
     quiet_budget: float = 0.0  # seconds in all to spend waiting for other load to pass
     results: dict[str, dict] = field(default_factory=dict)
     _processes: Processes | None = None
@@ -818,7 +822,7 @@ def measure_paired(bench: Bench) -> dict:
         return result["rows"] / result["seconds"]
 
     rounds = []
-    for round_index in range(bench.rounds):
+    for round_index in range(bench.paired_rounds):
         rates = {
             "limit": codec_rate(limit_run),
             "original": codec_rate(original_run),
@@ -1015,15 +1019,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "rat7m-bench"))
     parser.add_argument("--cameras", type=int, help="cameras 1..N to fabricate and use (default 6; --quick 2)")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality (default 90)")
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        help="chunks of 600 frames per camera (default 2; --quick 1). The release has ~30 chunks of 3500 frames "
+        "per camera: a prepare's one-off start-up (~0.6 s) weighs 3-4 %% with 1 chunk, about half that with 2",
+    )
     parser.add_argument("--max-frames", type=int, help="frames per chunk to process (default all)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant, best counts (default 3; --quick 2)")
+    parser.add_argument(
+        "--paired-rounds", type=int, help="rounds of 'paired', the median counts (default 5; --quick 2)"
+    )
     parser.add_argument(
         "--quiet", type=float, help="seconds in all to wait for other load to pass (default 30; --quick 0)"
     )
     parser.add_argument("--only", help="comma-separated measurements (default all: " + ", ".join(MEASUREMENTS) + ")")
     args = parser.parse_args(argv)
 
-    spec = ClipSpec(cameras=tuple(range(1, (args.cameras or (2 if args.quick else 6)) + 1)))
+    spec = ClipSpec(
+        cameras=tuple(range(1, (args.cameras or (2 if args.quick else 6)) + 1)),
+        chunks=args.chunks or (1 if args.quick else 2),
+    )
     workdir = Path(args.workdir)
     clip_dir = workdir / f"clips-{len(spec.cameras)}x{spec.chunks}x{spec.chunk_frames}"
     began = time.perf_counter()
@@ -1034,6 +1050,7 @@ def main(argv: list[str] | None = None) -> dict:
     mocap = fabricate_mocap(clip_dir, spec, max_frames_per_chunk=max_frames)
     print(f"mocap: {mocap}")
     rounds = args.rounds or (2 if args.quick else 3)
+    paired_rounds = args.paired_rounds or (2 if args.quick else 5)
     bench = Bench(
         spec,
         clip_dir,
@@ -1043,6 +1060,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.quick,
         max_frames,
         rounds,
+        paired_rounds,
         quiet_budget=args.quiet if args.quiet is not None else (0.0 if args.quick else 30.0),
     )
     names = args.only.split(",") if args.only else list(MEASUREMENTS)
@@ -1069,6 +1087,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quality": args.quality,
         "max_frames_per_chunk": max_frames,
         "rounds": rounds,
+        "paired_rounds": paired_rounds,
         "clips": {"spec": spec.to_json(), "dir": str(clip_dir), "chunks": clip_records(clip_dir)},
         "mocap": str(mocap) if mocap else None,
         "results": bench.results,
