@@ -62,6 +62,15 @@ _TRANSLATE_TABLES = tuple(table.tobytes() for table in _TABLES)
 _OPENCV_BAND_PIXELS = (1 << 18) - 1
 
 
+def plane_view(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A zero-copy (height, width) uint8 view of an 8-bit plane, without its row padding.
+
+    ``line_size`` (bytes per row in memory) is usually larger than the width (1320 → 1408, 660 → 704
+    for the release's frames); simplejpeg and OpenCV take such row-strided views as they are.
+    """
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
 def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int, use_opencv: bool = True) -> np.ndarray:
     """One limited-range 8-bit plane mapped to full range through its table (0: luma, 1–2: chroma).
 
@@ -75,7 +84,7 @@ def full_range_plane(plane: av.video.plane.VideoPlane, table_index: int, use_ope
         translated = bytes(plane).translate(_TRANSLATE_TABLES[table_index])
         return np.frombuffer(translated, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     table = _TABLES[table_index]
-    source = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    source = plane_view(plane)
     stretched = np.empty((plane.height, plane.width), np.uint8)
     band = max(1, _OPENCV_BAND_PIXELS // max(plane.width, 1))
     for row in range(0, plane.height, band):
@@ -143,10 +152,7 @@ def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
     if frame.format.name == "yuv420p" and frame.color_range != ColorRange.JPEG:
         y, u, v = (full_range_plane(plane, index) for index, plane in enumerate(frame.planes))
     else:
-        y, u, v = (
-            np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-            for plane in frame.planes
-        )
+        y, u, v = (plane_view(plane) for plane in frame.planes)
     return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
 
 

@@ -64,7 +64,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clips import ClipSpec, clip_records, fabricate_clips, fabricate_mocap  # noqa: E402
 
-from rat7m_builder.video import CHROMA_TO_FULL_RANGE, LUMA_TO_FULL_RANGE, encode_jpeg, full_range_plane  # noqa: E402
+from rat7m_builder.video import (  # noqa: E402
+    CHROMA_TO_FULL_RANGE,
+    LUMA_TO_FULL_RANGE,
+    encode_jpeg,
+    full_range_plane,
+    plane_view,
+)
 
 DEFAULT_QUALITY = 90
 WORKERS = 2
@@ -74,15 +80,8 @@ WORKERS = 2
 
 
 def _plane_views(frame: av.VideoFrame) -> list[np.ndarray]:
-    """Zero-copy (height, width) views of a yuv420p frame's planes, without the line padding.
-
-    ``line_size`` (bytes per row in memory) is usually larger than the width (1320 → 1408, 660 →
-    704 here); simplejpeg takes such row-strided views as they are (same bytes as a copy).
-    """
-    return [
-        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-        for plane in frame.planes
-    ]
+    """Zero-copy (height, width) views of a yuv420p frame's planes (`rat7m_builder.video.plane_view`)."""
+    return [plane_view(plane) for plane in frame.planes]
 
 
 _local = threading.local()
