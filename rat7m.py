@@ -22,6 +22,7 @@ import glob
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from rat7m_builder.examples import (
     plan_shards,
 )
 from rat7m_builder.features import FEATURES
+from rat7m_builder.jobs import SiblingJobs
 from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
 from rat7m_builder.mini import find_annotation, load_mini
 from rat7m_builder.mocap import start_reader
@@ -273,14 +275,23 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             write_shard_notes(notes_dir, shard_key(shard), notes)
 
     def _prepare_split(self, split_generator, *args, num_proc: int | None = None, **kwargs):
-        if num_proc is not None and num_proc > 1:
-            # Each process then decodes with one thread and encodes in the same thread: two
-            # single-threaded processes beat two threaded ones competing for the same two cores
-            # (BENCHMARKS.md).
-            (selection,) = split_generator.gen_kwargs["selection"]
-            single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1)
-            split_generator.gen_kwargs["selection"] = (single,)
-        return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
+        if num_proc is None or num_proc <= 1:
+            return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
+        # Each process then decodes with one thread and encodes in the same thread: two
+        # single-threaded processes beat two threaded ones competing for the same two cores
+        # (BENCHMARKS.md). When a job is done, the others encode in threads on its idle core.
+        (selection,) = split_generator.gen_kwargs["selection"]
+        num_jobs = min(num_proc, len(split_generator.gen_kwargs["shards"]))  # as `datasets` splits them
+        jobs_dir = tempfile.mkdtemp(prefix="rat7m-jobs-")
+        single = dataclasses.replace(
+            selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=SiblingJobs(jobs_dir, num_jobs)
+        )
+        split_generator.gen_kwargs["selection"] = (single,)
+        try:
+            return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
+        finally:
+            split_generator.gen_kwargs["selection"] = (selection,)
+            shutil.rmtree(jobs_dir, ignore_errors=True)
 
     def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
         if self.config.name not in TABLE_CONFIGS:
@@ -296,8 +307,12 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         # This job's shard files (the shard number is the `*`); `datasets` reports progress after a
         # write at most every 0.05 s, which is when what was written gets written back and dropped.
         trimmer = PageCacheTrimmer(glob.escape(fpath).replace("SSSSS", "*").replace("JJJJJ", f"{job_id:05d}"))
+        (selection,) = gen_kwargs["selection"]
         for update in updates:
             trimmer.trim()
+            _, done, _ = update
+            if done and selection.sibling_jobs is not None:
+                selection.sibling_jobs.finish(job_id)
             yield update
 
     def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .camera import Camera
 from .errors import MissingFileError, SelectionError, VideoDecodeError
+from .jobs import SiblingJobs
 from .manifest import NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
 from .mini import load_mini, mini_examples, mini_rows, pixel_convention
 from .mocap import MocapRecording, read_mocap
@@ -49,6 +50,8 @@ class Selection:
         encode_threads: JPEG encoding threads per camera reader (`CameraFrames.iter_jpegs`) for
             ``frames``: 2 lets one process (``num_proc=1``, streaming) overlap decoding and encoding
             on two cores; ``num_proc`` > 1 sets 1 (the processes already fill the cores).
+        sibling_jobs: set by a ``num_proc`` > 1 prepare: once other jobs are done, a ``frames``
+            job encodes in as many threads as their idle cores allow (`jobs.SiblingJobs`).
     """
 
     recordings: tuple[str, ...]
@@ -58,6 +61,7 @@ class Selection:
     on_corrupt_video: str = "error"
     decoder_threading: str | None = None
     encode_threads: int = 2
+    sibling_jobs: SiblingJobs | None = None
 
 
 @dataclass(frozen=True)
@@ -425,7 +429,8 @@ def _frame_rows(shard: Shard, selection: Selection, video: CameraFrames, notes: 
     keypoints_2d = camera.project(keypoints_3d).astype(np.float32)  # one vectorised call per chunk
 
     def images() -> Iterator[tuple[int, bytes]]:
-        for row, image in enumerate(video.iter_jpegs(frames.tolist(), selection.encode_threads)):
+        spare_threads = selection.sibling_jobs.spare_threads if selection.sibling_jobs is not None else None
+        for row, image in enumerate(video.iter_jpegs(frames.tolist(), selection.encode_threads, spare_threads)):
             if image is None:  # on_corrupt_video="skip": a damaged frame, counted, never a silent gap
                 notes.rows_skipped += 1
             else:

@@ -14,7 +14,7 @@ import heapq
 import io
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
@@ -43,6 +43,9 @@ CHECKED_DECODER_THREAD_TYPE = "NONE"
 #: Container metadata is never used; undecodable bytes in it must not stop reading the frames (PyAV's
 #: default, "strict", raises UnicodeDecodeError from `av.open` on a damaged mp4 header).
 METADATA_ERRORS = "replace"
+#: How often `CameraFrames.iter_jpegs` asks whether other jobs left cores idle (a directory listing,
+#: ~10 µs, against ~10 ms of decoding and encoding a frame).
+SPARE_CHECK_FRAMES = 8
 
 try:  # optional: OpenCV's table lookup is ~3x faster than the pure-Python one, with the same output
     import cv2 as _cv2
@@ -513,22 +516,42 @@ class CameraFrames:
         """
         return _resolved(self._request(frame_index, None))
 
-    def iter_jpegs(self, frame_indices: Iterable[int], encode_threads: int = 1) -> Iterator[bytes | None]:
+    def iter_jpegs(
+        self,
+        frame_indices: Iterable[int],
+        encode_threads: int = 1,
+        spare_threads: Callable[[], int] | None = None,
+    ) -> Iterator[bytes | None]:
         """What `get` returns for each of ``frame_indices``, in order.
 
         With ``encode_threads`` > 1 the JPEG encoding runs in a pool of that many threads while this
         thread decodes ahead (at most ``2 × encode_threads`` frames in flight): one process then
         keeps both cores busy (libavcodec, OpenCV and simplejpeg release the GIL). An error
         surfaces when the decoder reaches it, so up to that many frames before it are not yielded.
+
+        ``spare_threads`` (with ``encode_threads`` ≤ 1): asked every `SPARE_CHECK_FRAMES` frames how
+        many cores other jobs have left idle (`jobs.SiblingJobs.spare_threads`); from its first
+        positive answer on, the rest is encoded in a pool of that many threads as above. The bytes
+        and their order do not change.
         """
-        if encode_threads <= 1:
-            for frame_index in frame_indices:
-                yield self.get(frame_index)
+        indices = iter(frame_indices)
+        if encode_threads > 1:
+            yield from self._iter_jpegs_in_pool(indices, encode_threads)
             return
+        for count, frame_index in enumerate(indices, 1):
+            yield self.get(frame_index)
+            if spare_threads is not None and count % SPARE_CHECK_FRAMES == 0:
+                threads = spare_threads()
+                if threads > 0:
+                    yield from self._iter_jpegs_in_pool(indices, threads)
+                    return
+
+    def _iter_jpegs_in_pool(self, indices: Iterator[int], encode_threads: int) -> Iterator[bytes | None]:
+        """`iter_jpegs` with the encoding in ``encode_threads`` pool threads (≥ 1) and the decoding here."""
         in_flight: deque[Future | bytes | None] = deque()
         with ThreadPoolExecutor(encode_threads, thread_name_prefix="rat7m-jpeg") as pool:
             try:
-                for frame_index in frame_indices:
+                for frame_index in indices:
                     in_flight.append(self._request(frame_index, pool))
                     if len(in_flight) > 2 * encode_threads:
                         yield _resolved(in_flight.popleft())

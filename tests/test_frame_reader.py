@@ -1,4 +1,5 @@
-"""`CameraFrames.iter_jpegs` (JPEG encoding in a thread pool) and `frame_tables` (``frames`` as Arrow tables).
+"""`CameraFrames.iter_jpegs` (JPEG encoding in a thread pool, also from the moment sibling jobs leave
+cores idle) and `frame_tables` (``frames`` as Arrow tables).
 
 Both are speed paths (BENCHMARKS.md); what they must never change is the output: the same JPEG
 bytes, rows, order and Arrow batches as the plain per-frame, per-example path.
@@ -6,7 +7,10 @@ bytes, rows, order and Arrow batches as the plain per-frame, per-example path.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +18,7 @@ import pytest
 from helpers import assert_same_table, decode_jpeg
 
 import rat7m
+from rat7m_builder import video
 from rat7m_builder.examples import (
     FRAME_TABLE_ROWS,
     Selection,
@@ -23,6 +28,7 @@ from rat7m_builder.examples import (
     plan_shards,
 )
 from rat7m_builder.features import frames_features
+from rat7m_builder.jobs import SiblingJobs
 from rat7m_builder.sample import SampleSpec, read_barcode, write_sample
 from rat7m_builder.sources import scan_local
 from rat7m_builder.video import CameraFrames
@@ -62,6 +68,113 @@ def test_a_threaded_iteration_left_early_leaves_the_reader_usable(long_recording
         # frames that were in flight when the iteration was dropped are served again, correctly
         again = [reader.get(frame) for frame in (3, 4, 5, 40)]
     assert [read_barcode(decode_jpeg(jpeg)) for jpeg in again] == [3, 4, 5, 40]
+
+
+class _EncodingThreads:
+    """Wraps `video.encode_jpeg`: the name of the thread each frame was encoded in, by barcode."""
+
+    def __init__(self, monkeypatch):
+        self.names: list[str] = []
+        encode = video.encode_jpeg
+
+        def recording(frame, quality):
+            jpeg = encode(frame, quality)
+            self.names.append(threading.current_thread().name)
+            return jpeg
+
+        monkeypatch.setattr(video, "encode_jpeg", recording)
+
+
+def test_encoding_moves_to_a_pool_when_sibling_jobs_leave_cores_spare(long_recording, monkeypatch):
+    frames = list(range(0, 119)) + list(range(121, 200))  # across a chunk boundary, a gap
+    with _reader(long_recording) as reader:
+        expected = [reader.get(frame) for frame in frames]
+    answers = iter([0, 0, 0, 1])  # the 4th question (after 32 frames): one core spare
+    asked = []
+
+    def spare_threads() -> int:
+        asked.append(len(asked))
+        return next(answers)
+
+    threads = _EncodingThreads(monkeypatch)
+    with _reader(long_recording) as reader:
+        jpegs = list(reader.iter_jpegs(frames, encode_threads=1, spare_threads=spare_threads))
+    assert jpegs == expected
+    assert [read_barcode(decode_jpeg(jpeg)) for jpeg in jpegs] == frames
+    assert len(asked) == 4  # asked every SPARE_CHECK_FRAMES frames until the first yes, never after
+    assert video.SPARE_CHECK_FRAMES == 8
+    main = threading.current_thread().name
+    assert threads.names[:32] == [main] * 32
+    assert len(threads.names) == len(frames)
+    assert all(name.startswith("rat7m-jpeg") for name in threads.names[32:])
+
+
+def test_without_spare_cores_every_frame_is_encoded_in_the_calling_thread(long_recording, monkeypatch):
+    threads = _EncodingThreads(monkeypatch)
+    with _reader(long_recording) as reader:
+        jpegs = list(reader.iter_jpegs(range(100), encode_threads=1, spare_threads=lambda: 0))
+    assert [read_barcode(decode_jpeg(jpeg)) for jpeg in jpegs] == list(range(100))
+    assert set(threads.names) == {threading.current_thread().name}
+
+
+def test_sibling_jobs_share_the_cores_of_finished_jobs(tmp_path):
+    jobs = SiblingJobs(str(tmp_path / "jobs"), num_jobs=4)
+    assert jobs.spare_threads() == 0  # no folder (not made yet, or already removed): nothing spare
+    os.mkdir(jobs.directory)
+    assert (jobs.finished(), jobs.spare_threads()) == (0, 0)
+    jobs.finish(2)
+    assert (jobs.finished(), jobs.spare_threads()) == (1, 0)  # a third of a core each: no thread
+    jobs.finish(0)
+    assert (jobs.finished(), jobs.spare_threads()) == (2, 1)
+    jobs.finish(0)  # told twice: still one job
+    jobs.finish(3)
+    assert (jobs.finished(), jobs.spare_threads()) == (3, 3)
+    jobs.finish(1)
+    assert jobs.spare_threads() == 0  # nobody left to use them
+    pair = SiblingJobs(str(tmp_path / "pair"), num_jobs=2)
+    os.mkdir(pair.directory)
+    pair.finish(1)
+    assert pair.spare_threads() == 1
+
+
+def test_frame_tables_of_a_job_whose_sibling_is_done_are_the_same(long_recording, tmp_path, monkeypatch):
+    features = frames_features()
+    shards, selection = _shards(long_recording)
+    jobs = SiblingJobs(str(tmp_path / "jobs"), num_jobs=2)
+    os.mkdir(jobs.directory)
+    jobs.finish(1)
+    boosted = dataclasses.replace(selection, encode_threads=1, decoder_threading="NONE", sibling_jobs=jobs)
+    threads = _EncodingThreads(monkeypatch)
+    for shard in shards[:2]:
+        expected = pa.concat_tables(frame_tables(shard, selection, features))
+        assert_same_table(pa.concat_tables(frame_tables(shard, boosted, features)), expected)
+    assert any(name.startswith("rat7m-jpeg") for name in threads.names)
+
+
+def test_a_num_proc_prepare_tells_each_job_when_the_others_are_done(long_recording, tmp_path, monkeypatch):
+    """Every job leaves its mark when it is done (each then had the others' marks to go by); the
+    folder is removed after the split, and the output is the single-process one."""
+    made, marks = [], tmp_path / "marks"
+    marks.mkdir()
+    mkdtemp = rat7m.tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kwargs):
+        made.append(mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    finish = SiblingJobs.finish
+
+    def recording_finish(self, job_id):  # runs in the job's (forked) process
+        (marks / f"{job_id}-of-{self.num_jobs}").touch()
+        finish(self, job_id)
+
+    monkeypatch.setattr(rat7m.tempfile, "mkdtemp", recording_mkdtemp)
+    monkeypatch.setattr(SiblingJobs, "finish", recording_finish)
+    two = rat7m.load_dataset("frames", "train", data_dir=long_recording.root, cache_dir=str(tmp_path / "2"), num_proc=2)
+    one = rat7m.load_dataset("frames", "train", data_dir=long_recording.root, cache_dir=str(tmp_path / "1"))
+    assert sorted(os.listdir(marks)) == ["0-of-2", "1-of-2"]
+    assert len(made) == 1 and not os.path.exists(made[0])
+    assert_same_table(two.data.table, one.data.table)
 
 
 def _shards(release, config: str = "frames"):
