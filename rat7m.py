@@ -275,13 +275,14 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             write_shard_notes(notes_dir, shard_key(shard), notes)
 
     def _prepare_split(self, split_generator, *args, num_proc: int | None = None, **kwargs):
-        if num_proc is None or num_proc <= 1:
+        num_shards = len(split_generator.gen_kwargs["shards"])
+        if num_proc is None or num_proc <= 1 or num_shards <= 1:  # (one shard: `datasets` runs it here)
             return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
         # Each process then decodes with one thread and encodes in the same thread: two
         # single-threaded processes beat two threaded ones competing for the same two cores
         # (BENCHMARKS.md). When a job is done, the others encode in threads on its idle core.
         (selection,) = split_generator.gen_kwargs["selection"]
-        num_jobs = min(num_proc, len(split_generator.gen_kwargs["shards"]))  # as `datasets` splits them
+        num_jobs = min(num_proc, num_shards)  # as `datasets` splits them
         jobs_dir = tempfile.mkdtemp(prefix="rat7m-jobs-")
         single = dataclasses.replace(
             selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=SiblingJobs(jobs_dir, num_jobs)

@@ -177,6 +177,26 @@ def test_a_num_proc_prepare_tells_each_job_when_the_others_are_done(long_recordi
     assert_same_table(two.data.table, one.data.table)
 
 
+def test_a_one_shard_split_with_num_proc_keeps_the_one_process_threading(tmp_path, monkeypatch):
+    """`datasets` runs a one-shard split in the calling process whatever ``num_proc``: it keeps the
+    decoder threads and the encode pool, not the settings meant for one process among several."""
+    spec = SampleSpec(recordings=("s1-d1",), num_samples=20, chunk_frames=64, layout="flat")
+    release = write_sample(str(tmp_path / "release"), spec)
+    seen = []
+    tables = rat7m.frame_tables
+
+    def recording_tables(shard, selection, *args, **kwargs):
+        seen.append((selection.decoder_threading, selection.encode_threads, selection.sibling_jobs))
+        return tables(shard, selection, *args, **kwargs)
+
+    monkeypatch.setattr(rat7m, "frame_tables", recording_tables)
+    one_shard = rat7m.load_dataset(
+        "frames", "train", data_dir=release.root, cache_dir=str(tmp_path / "c"), cameras=[2], num_proc=2
+    )
+    assert one_shard.num_rows == 20
+    assert seen == [(None, 2, None)]
+
+
 def _shards(release, config: str = "frames"):
     index = scan_local(release.root)
     selection = Selection(recordings=("s1-d1",), cameras=(1, 2, 3, 4, 5, 6))
