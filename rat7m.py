@@ -283,16 +283,20 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         # (BENCHMARKS.md). When a job is done, the others encode in threads on its idle core.
         (selection,) = split_generator.gen_kwargs["selection"]
         num_jobs = min(num_proc, num_shards)  # as `datasets` splits them
-        jobs_dir = tempfile.mkdtemp(prefix="rat7m-jobs-")
-        single = dataclasses.replace(
-            selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=SiblingJobs(jobs_dir, num_jobs)
-        )
+        try:
+            jobs_dir = tempfile.mkdtemp(prefix="rat7m-jobs-")
+        except OSError as error:  # only about speed: without the folder each job keeps one thread
+            logger.info("rat7m: no temporary folder for the jobs' marks (%s); jobs will not share idle cores", error)
+            jobs_dir = None
+        sibling_jobs = SiblingJobs(jobs_dir, num_jobs) if jobs_dir is not None else None
+        single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=sibling_jobs)
         split_generator.gen_kwargs["selection"] = (single,)
         try:
             return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
         finally:
             split_generator.gen_kwargs["selection"] = (selection,)
-            shutil.rmtree(jobs_dir, ignore_errors=True)
+            if jobs_dir is not None:
+                shutil.rmtree(jobs_dir, ignore_errors=True)
 
     def _prepare_split_single(self, gen_kwargs, fpath, file_format, max_shard_size, split_info, job_id):
         if self.config.name not in TABLE_CONFIGS:

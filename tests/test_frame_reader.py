@@ -177,6 +177,29 @@ def test_a_num_proc_prepare_tells_each_job_when_the_others_are_done(long_recordi
     assert_same_table(two.data.table, one.data.table)
 
 
+def test_without_a_temporary_folder_a_num_proc_prepare_runs_without_sharing(long_recording, tmp_path, monkeypatch):
+    mkdtemp = rat7m.tempfile.mkdtemp
+
+    def no_folder(*args, prefix=None, **kwargs):  # only ours: multiprocess makes its own folders
+        if prefix == "rat7m-jobs-":
+            raise PermissionError(13, "Permission denied", "/tmp/rat7m-jobs-x")
+        return mkdtemp(*args, prefix=prefix, **kwargs)
+
+    finish = SiblingJobs.finish
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def recording_finish(self, job_id):
+        (marks / str(job_id)).touch()
+        finish(self, job_id)
+
+    monkeypatch.setattr(rat7m.tempfile, "mkdtemp", no_folder)
+    monkeypatch.setattr(SiblingJobs, "finish", recording_finish)
+    two = rat7m.load_dataset("frames", "train", data_dir=long_recording.root, cache_dir=str(tmp_path / "2"), num_proc=2)
+    assert two.num_rows == 260 * 6
+    assert not any(marks.iterdir())  # no SiblingJobs at all: speed only, never a failed prepare
+
+
 def test_a_one_shard_split_with_num_proc_keeps_the_one_process_threading(tmp_path, monkeypatch):
     """`datasets` runs a one-shard split in the calling process whatever ``num_proc``: it keeps the
     decoder threads and the encode pool, not the settings meant for one process among several."""
