@@ -71,7 +71,7 @@ def test_a_threaded_iteration_left_early_leaves_the_reader_usable(long_recording
 
 
 class _EncodingThreads:
-    """Wraps `video.encode_jpeg`: the name of the thread each frame was encoded in, by barcode."""
+    """Wraps `video.encode_jpeg`: the name of the thread each frame was encoded in, in encoding order."""
 
     def __init__(self, monkeypatch):
         self.names: list[str] = []
