@@ -283,11 +283,8 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         # (BENCHMARKS.md). When a job is done, the others encode in threads on its idle core.
         (selection,) = split_generator.gen_kwargs["selection"]
         num_jobs = min(num_proc, num_shards)  # as `datasets` splits them
-        try:
-            jobs_dir = tempfile.mkdtemp(prefix="rat7m-jobs-")
-        except OSError as error:  # only about speed: without the folder each job keeps one thread
-            logger.info("rat7m: no temporary folder for the jobs' marks (%s); jobs will not share idle cores", error)
-            jobs_dir = None
+        # only `frames` jobs encode in threads once others are done (`CameraFrames.iter_jpegs`)
+        jobs_dir = _jobs_folder() if self.config.name == "frames" else None
         sibling_jobs = SiblingJobs(jobs_dir, num_jobs) if jobs_dir is not None else None
         single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=sibling_jobs)
         split_generator.gen_kwargs["selection"] = (single,)
@@ -383,6 +380,19 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                 output_dir,
                 lock_path,
             )
+
+
+def _jobs_folder() -> str | None:
+    """A new temporary folder for the marks of a split's finished jobs (`SiblingJobs`), or None.
+
+    None when no temporary folder can be made: sharing idle cores is only about speed, never a
+    reason for a prepare to fail (the jobs then keep one thread each).
+    """
+    try:
+        return tempfile.mkdtemp(prefix="rat7m-jobs-")
+    except OSError as error:
+        logger.info("rat7m: no temporary folder for the jobs' marks (%s); jobs will not share idle cores", error)
+        return None
 
 
 def load_dataset(

@@ -50,7 +50,7 @@ class Selection:
         encode_threads: JPEG encoding threads per camera reader (`CameraFrames.iter_jpegs`) for
             ``frames``: 2 lets one process (``num_proc=1``, streaming) overlap decoding and encoding
             on two cores; ``num_proc`` > 1 sets 1 (the processes already fill the cores).
-        sibling_jobs: set by a ``num_proc`` > 1 prepare: once other jobs are done, a ``frames``
+        sibling_jobs: set by a ``num_proc`` > 1 ``frames`` prepare: once other jobs are done, a
             job encodes in as many threads as their idle cores allow (`jobs.SiblingJobs`).
     """
 
