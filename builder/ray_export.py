@@ -13,7 +13,9 @@ local export (`hub.export_dataset`) writes. The output is the Hub layout::
 ``to`` is a folder or any fsspec URL (``s3://bucket/rat7m``, ``gs://…``): every worker writes its
 shard there under a temporary name, records what it wrote, then renames (``fs.mv``) it into place.
 A re-run of an interrupted export skips the shards whose final file is there and recorded, so it
-resumes without duplicates; a failed task is retried by Ray (``max_retries``).
+resumes without duplicates; a failed task is retried by Ray (``max_retries``). Tasks are submitted
+a bounded number at a time (twice the cluster's CPUs) and never cancelled: after a task's error the
+ones in flight finish, then the error is raised.
 
 Inputs: ``data_dir`` (a folder every worker can read at the same path), or figshare. From figshare
 the driver reads the listings only, and each file becomes a reference that is downloaded and
@@ -61,6 +63,8 @@ FETCH_PROTOCOL = "rat7m-fetch"
 STATE_DIR = ".cache/huggingface/rat7m-export"
 #: Exceptions worth running a task again for (a worker that dies is retried by Ray anyway).
 RETRIED_EXCEPTIONS = [DownloadError, ChecksumError, ConnectionError, TimeoutError, OSError]
+#: Fewest shard tasks kept submitted (enough to keep a small cluster busy while the driver collects results).
+MIN_IN_FLIGHT = 8
 
 
 def ray_available() -> bool:
@@ -288,6 +292,48 @@ def _read_json(fs, path: str) -> dict | None:
         return None
 
 
+def _in_flight_limit(ray) -> int:
+    """How many shard tasks to keep submitted: twice the cluster's CPUs now (it may grow), at least 8."""
+    return max(2 * int(ray.cluster_resources().get("CPU", 0)), MIN_IN_FLIGHT)
+
+
+def _run_tasks(ray, submit: Callable, todo: list, done: dict, on_done: Callable[[dict], object]) -> None:
+    """Run one task per job, a bounded number at a time, in the jobs' order; fill ``done`` by shard name.
+
+    Tasks are never cancelled: a cancellation that crosses a task's completion takes the driver
+    down with it (Ray 2.60: ``Check failed: ... Tried to complete task that was not pending``,
+    then exit 1). So on a task's error no more tasks are submitted, the ones in flight (at most
+    `_in_flight_limit`) finish (their shards are complete files a re-run keeps), and the error is raised.
+    """
+    queue = list(reversed(todo))  # popped from the end: the builder's order
+    in_flight: dict = {}
+    failure: Exception | None = None  # the first task error, raised once the tasks in flight are done
+    while queue or in_flight:
+        if failure is None:
+            limit = _in_flight_limit(ray)
+            while queue and len(in_flight) < limit:
+                job = queue.pop()
+                in_flight[submit(job)] = job
+        elif not in_flight:
+            break
+        ray.wait(list(in_flight), num_returns=1, timeout=1.0)  # until one is done (or a second: new CPUs?) …
+        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)  # … then takes all done
+        for ref in ready:
+            del in_flight[ref]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as error:  # a task's exception, a worker lost after retries
+                failure = failure or error
+                continue
+            done[result["name"]] = result
+            on_done(result)
+    if failure is not None:
+        cause = getattr(failure, "cause", None)
+        if isinstance(cause, Rat7MError):
+            raise cause from failure
+        raise failure
+
+
 def export_with_ray(
     config: str | Any,
     to: str | os.PathLike,
@@ -414,7 +460,6 @@ def export_with_ray(
                 num_cpus=1, max_retries=max_retries, retry_exceptions=RETRIED_EXCEPTIONS, name="rat7m-shard"
             )
             selection_ref, features_ref = ray.put(selection), ray.put(features)  # sent once, not per task
-            pending = {task.remote(job, selection_ref, features_ref, to, storage_options): job for job in todo}
             bar = tqdm(
                 total=len(jobs),
                 initial=len(done),
@@ -422,28 +467,17 @@ def export_with_ray(
                 desc=f"rat7m {config_name} on Ray",
                 disable=not progress,
             )
+
+            def submit(job: ShardJob):
+                return task.remote(job, selection_ref, features_ref, to, storage_options)
+
+            def finished(result: dict) -> None:
+                bar.update(1)
+                if on_shard_done is not None:
+                    on_shard_done(result)
+
             try:
-                while pending:
-                    # Everything finished within the timeout, in one call: one call per shard would
-                    # cost O(shards²) with tens of thousands of shards.
-                    finished, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
-                    for ref in finished:
-                        pending.pop(ref)
-                        try:
-                            result = ray.get(ref)
-                        except ray.exceptions.RayTaskError as error:
-                            cause = getattr(error, "cause", None)
-                            if isinstance(cause, Rat7MError):
-                                raise cause from error
-                            raise
-                        done[result["name"]] = result
-                        bar.update(1)
-                        if on_shard_done is not None:
-                            on_shard_done(result)
-            except BaseException:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                raise
+                _run_tasks(ray, submit, todo, done, finished)
             finally:
                 bar.close()
     finally:

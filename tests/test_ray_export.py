@@ -160,7 +160,11 @@ def test_figshare_tasks_download_only_their_files_once(local_ray, figshare, samp
     assert_same_rows(loaded.to_list(), raw_images(local).to_list())
 
 
-def test_a_task_error_is_rat7m_s_own(local_ray, sample_release, tmp_path):
+def test_a_task_error_is_rat7m_s_own(local_ray, sample_release, tmp_path, monkeypatch):
+    def cancel(*args, **kwargs):  # a cancel crossing a task's completion kills the driver (Ray 2.60)
+        raise AssertionError("export_with_ray cancelled a task")
+
+    monkeypatch.setattr(ray, "cancel", cancel)
     release = tmp_path / "release"
     shutil.copytree(sample_release.root, release)
     chunk = next(release.rglob("s1-d1-camera1-8.mp4"))
@@ -168,6 +172,70 @@ def test_a_task_error_is_rat7m_s_own(local_ray, sample_release, tmp_path):
     with pytest.raises(Rat7MError, match="s1-d1-camera1-8.mp4"):
         export_with_ray("frames", str(tmp_path / "out"), data_dir=str(release), recordings=["s1-d1"], progress=False)
     assert not (tmp_path / "out" / "README.md").exists()
+    # The tasks in flight ended before the error was raised: no task is still writing, every shard
+    # written is complete (and recorded, for a re-run), and the damaged chunk's shard is not there.
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    written = sorted((tmp_path / "out" / "frames").glob("*.parquet"))
+    assert written and "train-00001-of-00030.parquet" not in [p.name for p in written]
+    for path in written:  # a complete Parquet file: its footer reads (a tail-only chunk's has 0 rows)
+        pq.read_metadata(path)
+    assert len(list((tmp_path / "out").rglob("*.parquet.json"))) == len(written)
+
+
+class _OneAtATimeRay:
+    """Just enough of Ray for `ray_export._run_tasks`: each blocking `wait` ends the oldest task.
+
+    A task is its job's name; the job named in ``failing`` raises. Records what was submitted and
+    the most tasks ever in flight.
+    """
+
+    class exceptions:  # noqa: N801  (Ray's module name)
+        RayError = type("RayError", (Exception,), {})
+
+    def __init__(self, cpus: int, failing: str | None = None):
+        self.cpus, self.failing = cpus, failing
+        self.submitted, self.ended, self.most_in_flight = [], set(), 0
+
+    def submit(self, job: str) -> str:
+        self.submitted.append(job)
+        return job
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": float(self.cpus)}
+
+    def wait(self, refs, num_returns, timeout=None):
+        self.most_in_flight = max(self.most_in_flight, len(refs))
+        if num_returns == 1:
+            self.ended.add(refs[0])
+        ready = [ref for ref in refs if ref in self.ended]
+        return ready[:num_returns], [ref for ref in refs if ref not in ready[:num_returns]]
+
+    def get(self, ref: str) -> dict:
+        if ref == self.failing:
+            error = self.exceptions.RayError("task failed")
+            error.cause = Rat7MError(f"{ref}: truncated")
+            raise error
+        return {"name": ref}
+
+
+@pytest.mark.parametrize(("cpus", "most"), [(1, 8), (2, 8), (6, 12)])
+def test_tasks_are_submitted_in_order_a_bounded_number_at_a_time(cpus, most):
+    fake, jobs = _OneAtATimeRay(cpus), [f"shard-{i}" for i in range(40)]
+    done, seen = {}, []
+    ray_export._run_tasks(fake, fake.submit, jobs, done, lambda result: seen.append(result["name"]))
+    assert fake.submitted == jobs and seen == jobs and list(done) == jobs
+    assert fake.most_in_flight == most  # twice the CPUs, at least `MIN_IN_FLIGHT`
+
+
+def test_after_a_task_error_nothing_more_is_submitted_and_the_tasks_in_flight_finish():
+    fake, jobs = _OneAtATimeRay(cpus=2, failing="shard-3"), [f"shard-{i}" for i in range(40)]
+    done = {}
+    with pytest.raises(Rat7MError, match="shard-3: truncated") as raised:
+        ray_export._run_tasks(fake, fake.submit, jobs, done, lambda result: None)
+    assert isinstance(raised.value.__cause__, fake.exceptions.RayError)
+    # shard-3 ends 4th; by then 3 more were submitted after the first 8 (one per ended task), none after
+    assert fake.submitted == jobs[:11]
+    assert fake.ended == set(jobs[:11]) and list(done) == [j for j in jobs[:11] if j != "shard-3"]
 
 
 def test_rerun_of_a_finished_export_rewrites_it_and_stale_shards_go(local_ray, sample_release, tmp_path):
