@@ -189,7 +189,7 @@ class _OneAtATimeRay:
     the most tasks ever in flight.
     """
 
-    class exceptions:  # noqa: N801  (Ray's module name)
+    class exceptions:  # named as Ray's module, which `_run_tasks` reads `RayError` from
         RayError = type("RayError", (Exception,), {})
 
     def __init__(self, cpus: int, failing: str | None = None):
