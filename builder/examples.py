@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -233,20 +234,41 @@ def _checked_chunks(index: ReleaseIndex, recording: str, camera: int) -> list[Vi
             f"{recording}-camera{camera}-0.mp4). Add them, or leave camera {camera} out with cameras=[...]."
         )
     starts = [chunk.start for chunk in chunks]
-    # Chunks all have the same length but the last; the first gap tells the chunk size.
-    step = starts[1] - starts[0] if len(starts) > 1 else None
+    step = _chunk_length(index, recording)
     expected = list(range(0, starts[-1] + 1, step)) if step else [0]
     missing = sorted(set(expected) - set(starts))
     irregular = sorted(set(starts) - set(expected))
     if missing or irregular:
         names = [f"{recording}-camera{camera}-{start}.mp4" for start in missing]
+        problems = [f"missing {describe_names(names)}"] if names else []
+        if irregular:
+            problems.append(
+                f"starts {irregular} are not multiples of the chunk length ({step} frames)"
+                if step
+                else f"unexpected starts {irregular}"
+            )
         raise MissingFileError(
-            f"{index.description}: camera {camera} of {recording} has gaps in its video chunks: missing "
-            f"{describe_names(names)}"
-            + (f"; unexpected starts {irregular}" if irregular else "")
+            f"{index.description}: camera {camera} of {recording} has gaps in its video chunks: "
+            + "; ".join(problems)
             + ". Restore the missing chunk files (download them again), or leave this camera out."
         )
     return chunks
+
+
+def _chunk_length(index: ReleaseIndex, recording: str) -> int | None:
+    """The recording's chunk length in frames: the most common gap between consecutive chunk starts.
+
+    Taken over every camera of the recording that the copy holds, not only the selected one, so that
+    a camera missing its second chunk (or every other chunk) is measured against its siblings rather
+    than against its own first gap. Ties go to the shorter gap; ``None`` when no camera has two chunks.
+    """
+    gaps: Counter[int] = Counter()
+    for camera in range(1, 7):
+        starts = [chunk.start for chunk in index.chunks(recording, camera)]
+        gaps.update(b - a for a, b in zip(starts, starts[1:], strict=False))
+    if not gaps:
+        return None
+    return min(gaps, key=lambda gap: (-gaps[gap], gap))
 
 
 def _check_cameras_within_video(

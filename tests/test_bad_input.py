@@ -106,3 +106,35 @@ def test_zip_with_escaping_member_is_refused(tmp_path, cache_dir, sample_release
     with pytest.raises(UnsafeArchiveError, match=r"13739233\.zip: member '\.\./\.\./evil\.mp4'"):
         rat7m.load_dataset("mocap", data_dir=str(root), cache_dir=cache_dir)
     assert not (tmp_path / "evil.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("removed", "named"),
+    [
+        # the camera's first gap is two chunks long: measured against its siblings, chunk 8 is missing
+        (["8"], ["s1-d1-camera2-8.mp4"]),
+        # every other chunk gone: the camera's own gaps look regular (16 frames), its siblings' do not
+        (["8", "24"], ["s1-d1-camera2-8.mp4", "s1-d1-camera2-24.mp4"]),
+    ],
+)
+def test_missing_chunks_are_found_against_the_other_cameras(release_copy, cache_dir, removed, named):
+    for start in removed:
+        os.remove(os.path.join(release_copy, "video_sequences", f"s1-d1-camera2-{start}.mp4"))
+    with pytest.raises(MissingFileError) as error:
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])
+    message = str(error.value)
+    assert "camera 2 of s1-d1 has gaps in its video chunks: missing" in message
+    for name in named:
+        assert name in message
+    assert "not multiples" not in message and "unexpected" not in message
+
+
+def test_a_chunk_start_off_the_chunk_grid_is_named(release_copy, cache_dir):
+    folder = os.path.join(release_copy, "video_sequences")
+    os.rename(os.path.join(folder, "s1-d1-camera2-16.mp4"), os.path.join(folder, "s1-d1-camera2-12.mp4"))
+    with pytest.raises(
+        MissingFileError,
+        match=r"missing s1-d1-camera2-16\.mp4; starts \[12\] are not multiples of "
+        r"the chunk length \(8 frames\)",
+    ):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])
