@@ -120,22 +120,25 @@ class Camera:
         Returns:
             (..., 2) float64 pixel coordinates ``(x, y)``: x to the right, y down, the centre of the
             top-left pixel at (0, 0). Points behind the camera are projected as the formula gives
-            (like ``cv2.projectPoints``); check `world_to_camera` ``z > 0`` if that matters.
+            (like ``cv2.projectPoints``); check `world_to_camera` ``z > 0`` if that matters. A point
+            on the camera plane (``z = 0``) has no image and comes out NaN (OpenCV would divide by 1).
         """
         camera_points = self.world_to_camera(points_3d)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # A point on the camera plane (z = 0) has no image: its division gives ±inf and the
+        # distortion polynomial then NaN, so the whole computation runs without warnings.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             # Normalised coordinates. Equal to MATLAB's (x - cx - skew·yn)/fx, (y - cy)/fy after the
             # pinhole step, computed directly so no precision is lost going through pixels.
             xn = camera_points[..., 0] / camera_points[..., 2]
             yn = camera_points[..., 1] / camera_points[..., 2]
-        k1, k2, k3 = self.radial_distortion
-        p1, p2 = self.tangential_distortion
-        r2 = xn * xn + yn * yn
-        radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        xd = xn * radial + 2.0 * p1 * xn * yn + p2 * (r2 + 2.0 * xn * xn)
-        yd = yn * radial + p1 * (r2 + 2.0 * yn * yn) + 2.0 * p2 * xn * yn
-        fx, fy = self.focal_length
-        cx, cy = self.principal_point_matlab
-        x = fx * xd + self.skew * yd + cx - MATLAB_TO_ZERO_BASED_PIXEL_SHIFT
-        y = fy * yd + cy - MATLAB_TO_ZERO_BASED_PIXEL_SHIFT
+            k1, k2, k3 = self.radial_distortion
+            p1, p2 = self.tangential_distortion
+            r2 = xn * xn + yn * yn
+            radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            xd = xn * radial + 2.0 * p1 * xn * yn + p2 * (r2 + 2.0 * xn * xn)
+            yd = yn * radial + p1 * (r2 + 2.0 * yn * yn) + 2.0 * p2 * xn * yn
+            fx, fy = self.focal_length
+            cx, cy = self.principal_point_matlab
+            x = fx * xd + self.skew * yd + cx - MATLAB_TO_ZERO_BASED_PIXEL_SHIFT
+            y = fy * yd + cy - MATLAB_TO_ZERO_BASED_PIXEL_SHIFT
         return np.stack([x, y], axis=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -56,6 +58,14 @@ def test_radial_1x2_equals_1x3_with_zero_k3():
 def test_nan_stays_nan():
     projected = _identity_camera().project(np.array([[np.nan, np.nan, np.nan], [1.0, 2.0, 1000.0]]))
     assert np.isnan(projected[0]).all() and np.isfinite(projected[1]).all()
+
+
+def test_point_on_the_camera_plane_has_no_image_and_no_warning():
+    camera = _identity_camera(radial=(-0.2, 0.05), tangential=(0.001, 0.002))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy would fail here
+        projected = camera.project(np.array([[10.0, 20.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1000.0]]))
+    assert np.isnan(projected[:2]).all() and np.isfinite(projected[2]).all()
 
 
 def _random_camera(rng: np.random.Generator) -> Camera:
