@@ -310,12 +310,17 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         # write at most every 0.05 s, which is when what was written gets written back and dropped.
         trimmer = PageCacheTrimmer(glob.escape(fpath).replace("SSSSS", "*").replace("JJJJJ", f"{job_id:05d}"))
         (selection,) = gen_kwargs["selection"]
-        for update in updates:
-            trimmer.trim()
-            _, done, _ = update
-            if done and selection.sibling_jobs is not None:
-                selection.sibling_jobs.finish(job_id)
-            yield update
+        try:
+            for update in updates:
+                trimmer.trim()
+                _, done, _ = update
+                if done and selection.sibling_jobs is not None:
+                    selection.sibling_jobs.finish(job_id)
+                yield update
+        except datasets.exceptions.DatasetGenerationError as error:
+            if isinstance(error.__cause__, Rat7MError):
+                raise Rat7MErrorOfJob(error.__cause__) from error.__cause__
+            raise
 
     def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:
         for shard_id, shard in enumerate(shards):
@@ -441,8 +446,48 @@ def prepare(builder: Rat7M, **download_and_prepare_kwargs) -> None:
     """
     try:
         builder.download_and_prepare(**download_and_prepare_kwargs)
+    except Rat7MErrorOfJob as error:
+        raise error.error from error
     except datasets.exceptions.DatasetGenerationError as error:
         cause = error.__cause__
         if isinstance(cause, Rat7MError):
             raise cause from error
         raise
+    except Exception as error:
+        # Ctrl-C during a `num_proc` prepare: `datasets` then collects its jobs' results with a
+        # 0.05 s timeout, and that timeout's error replaces the interrupt. The user pressed Ctrl-C.
+        if _interrupted(error):
+            raise KeyboardInterrupt from error
+        raise
+
+
+class Rat7MErrorOfJob(datasets.exceptions.DatasetGenerationError):
+    """rat7m's own error raised in a preparing job, carried whole to the process that prepares.
+
+    `datasets` wraps a generator's error in a bare ``DatasetGenerationError`` and re-raises its own
+    error type as it is. With ``num_proc`` > 1 the wrapper comes back from its worker process without
+    its cause (pickling keeps only the "An error occurred" message), so the message that names the
+    file and what to do was lost. This wrapper *is* the message, and pickles with the original.
+
+    Attributes:
+        error: the `Rat7MError` the job raised; `prepare` and `load_dataset` re-raise it.
+    """
+
+    def __init__(self, error: Rat7MError):
+        super().__init__(str(error))
+        self.error = error
+
+    def __reduce__(self):
+        return (type(self), (self.error,))
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the errors that ``error`` was raised while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__
+    return False

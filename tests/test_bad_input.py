@@ -7,6 +7,8 @@ import os
 import shutil
 import zipfile
 
+import datasets
+import multiprocess.context
 import pytest
 
 import rat7m
@@ -83,14 +85,21 @@ def _prepared_info_files(cache_dir: str) -> list[str]:
     return glob.glob(os.path.join(cache_dir, "**", "dataset_info.json"), recursive=True)
 
 
-def test_truncated_mp4_names_the_file_and_leaves_no_complete_cache(release_copy, cache_dir, sample_release):
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_truncated_mp4_names_the_file_and_leaves_no_complete_cache(release_copy, cache_dir, sample_release, num_proc):
     path = os.path.join(release_copy, "video_sequences", "s1-d1-camera3-16.mp4")
     with open(path, "rb") as file:
         data = file.read()
     with open(path, "wb") as file:
         file.write(data[: len(data) // 2])
+    # with num_proc the error comes back from a worker process: still rat7m's, naming the file
     with pytest.raises(VideoDecodeError, match=r"s1-d1-camera3-16\.mp4"):
-        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3])
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3], num_proc=num_proc)
+    # called on the builder directly, `datasets`' error type, but with rat7m's message and error inside
+    builder = rat7m.Rat7M(config_name="frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3])
+    with pytest.raises(datasets.exceptions.DatasetGenerationError, match=r"s1-d1-camera3-16\.mp4") as error:
+        builder.download_and_prepare(num_proc=num_proc)
+    assert isinstance(error.value.error, VideoDecodeError)
     assert _prepared_info_files(cache_dir) == []  # nothing a later run could take for a finished build
     shutil.copy(os.path.join(sample_release.root, "video_sequences", "s1-d1-camera3-16.mp4"), path)
     repaired = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[3])
@@ -138,3 +147,21 @@ def test_a_chunk_start_off_the_chunk_grid_is_named(release_copy, cache_dir):
         r"the chunk length \(8 frames\)",
     ):
         rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])
+
+
+def test_ctrl_c_during_a_num_proc_prepare_stays_a_keyboard_interrupt(monkeypatch, sample_release, cache_dir):
+    """`datasets` collects its jobs with a timeout whose error replaces a Ctrl-C; rat7m restores it."""
+
+    def interrupted_jobs(**kwargs):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise multiprocess.context.TimeoutError  # as `iflatmap_unordered`'s `finally` does
+
+    builder = rat7m.Rat7M(config_name="mocap", data_dir=sample_release.root, cache_dir=cache_dir)
+    monkeypatch.setattr(builder, "download_and_prepare", interrupted_jobs)
+    with pytest.raises(KeyboardInterrupt):
+        rat7m.prepare(builder, num_proc=2)
+    monkeypatch.setattr(builder, "download_and_prepare", lambda **kwargs: (_ for _ in ()).throw(TimeoutError()))
+    with pytest.raises(TimeoutError):  # any other error passes unchanged
+        rat7m.prepare(builder, num_proc=2)
