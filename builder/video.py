@@ -47,6 +47,53 @@ METADATA_ERRORS = "replace"
 #: ~10 µs, against ~10 ms of decoding and encoding a frame).
 SPARE_CHECK_FRAMES = 8
 
+_REDOWNLOAD = "The file is corrupt or truncated: delete it and download it again."
+#: FFmpeg's name for the demuxer of mp4 files (it reads the whole QuickTime family). The release's
+#: videos are mp4s; a file that FFmpeg reads with any other demuxer (an image, a different container)
+#: is a wrong file under a release name.
+MP4_DEMUXER_NAMES = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
+
+
+class UnreadableVideoError(VideoDecodeError):
+    """An mp4 that cannot be read at all: not openable, not an mp4, no video stream, no decoder.
+
+    Every one of its frames is lost (with ``on_corrupt_video="skip"`` they are all left out).
+    """
+
+
+@contextlib.contextmanager
+def open_video(
+    file: IO[bytes], source: str
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Open an mp4 and its first video stream, checking that it can be decoded.
+
+    Raises:
+        UnreadableVideoError: the file cannot be opened (empty, cut short before its index, not a
+            media file), is not an mp4, holds no video stream, or its stream's codec has no decoder
+            (a damaged index names a codec that does not exist). The message names ``source``.
+    """
+    try:
+        container = av.open(file, mode="r", metadata_errors=METADATA_ERRORS)
+    except (av.error.FFmpegError, OSError) as error:  # PyAV raises OSError for e.g. an empty file
+        raise UnreadableVideoError(f"{source}: cannot be opened as a video ({error}). {_REDOWNLOAD}") from error
+    with container:
+        demuxer = set(container.format.name.split(","))
+        if not demuxer & MP4_DEMUXER_NAMES:
+            raise UnreadableVideoError(
+                f"{source}: is not an mp4 video (FFmpeg reads it as {container.format.long_name!r}). "
+                f"A different file was saved under this name: delete it and download it again."
+            )
+        if not container.streams.video:
+            raise UnreadableVideoError(f"{source}: holds no video stream. {_REDOWNLOAD}")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise UnreadableVideoError(
+                f"{source}: its video stream cannot be decoded (no decoder for the codec its index names; "
+                f"the index is damaged). {_REDOWNLOAD}"
+            )
+        yield container, stream
+
+
 try:  # optional: OpenCV's table lookup is ~3x faster than the pure-Python one, with the same output
     import cv2 as _cv2
 except ImportError:  # not a dependency of the package (see `full_range_plane`)
@@ -106,37 +153,33 @@ class VideoInfo:
 
 
 def probe_video(file: IO[bytes], source: str) -> VideoInfo:
-    """Read the width, height, frame rate and (container-declared) frame count of an mp4."""
-    try:
-        with av.open(file, mode="r", metadata_errors=METADATA_ERRORS) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            return VideoInfo(
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
-                frame_rate=float(rate) if rate else None,
-                num_frames=stream.frames or None,
-            )
-    except (av.error.FFmpegError, IndexError) as error:
-        raise VideoDecodeError(
-            f"{source}: cannot be opened as a video ({error}). The file is truncated or corrupt: "
-            "delete it and download it again."
-        ) from error
+    """Read the width, height, frame rate and (container-declared) frame count of an mp4.
+
+    Raises:
+        UnreadableVideoError: see `open_video`.
+    """
+    with open_video(file, source) as (_, stream):
+        rate = stream.average_rate or stream.guessed_rate
+        return VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            frame_rate=float(rate) if rate else None,
+            num_frames=stream.frames or None,
+        )
 
 
 def count_frames(file: IO[bytes], source: str) -> int:
     """Frames in an mp4: the container's count, else the number of video packets (no decoding)."""
-    try:
-        with av.open(file, mode="r", metadata_errors=METADATA_ERRORS) as container:
-            stream = container.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
+    with open_video(file, source) as (container, stream):
+        if stream.frames:
+            return int(stream.frames)
+        try:
             return sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.error.FFmpegError, IndexError) as error:
-        raise VideoDecodeError(
-            f"{source}: cannot be read as a video ({error}). The file is truncated or corrupt: "
-            "delete it and download it again."
-        ) from error
+        except av.error.FFmpegError as error:
+            raise VideoDecodeError(
+                f"{source}: cannot be read as a video ({error}). The file is truncated or corrupt: "
+                "delete it and download it again."
+            ) from error
 
 
 def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
@@ -286,10 +329,12 @@ def _decode_events(
     """Decode a whole mp4: intact frames as ``(position, frame)``, everything wrong as `_Anomaly`.
 
     Decoding goes on after an error (the decoder resynchronises at the next keyframe), so every
-    damaged place is reported. Opening errors propagate (`av.error.FFmpegError`, `IndexError`).
+    damaged place is reported. A file that cannot be read at all raises `UnreadableVideoError`.
     """
-    with av.open(file, mode="r", metadata_errors=METADATA_ERRORS) as container:
-        stream = container.streams.video[0]
+    # Bound here: a generator left half-read is closed at interpreter exit, when `av`'s module
+    # attributes may already be gone (its `except` clauses would then fail with AttributeError).
+    ffmpeg_error = av.error.FFmpegError
+    with open_video(file, source) as (container, stream):
         stream.thread_type = thread_type
         tracker.declared = stream.frames or None
         try:
@@ -297,21 +342,18 @@ def _decode_events(
                 tracker.add_packet(packet)
                 try:
                     frames = stream.decode(packet)
-                except av.error.FFmpegError as error:
+                except ffmpeg_error as error:
                     message = f"{source}: decoding failed after {tracker.position} frames ({error})"
                     yield _Anomaly(tracker.position, 1, message, pts=packet.pts if packet.pts is not None else -1)
                     continue
                 for frame in frames:
                     yield from tracker.frame(frame, source)
-        except av.error.FFmpegError as error:  # the container itself is damaged: flush what was decoded
+        except ffmpeg_error as error:  # the container itself is damaged: flush what was decoded
             yield _Anomaly(tracker.position, 1, f"{source}: reading failed after {tracker.position} frames ({error})")
-            with contextlib.suppress(av.error.FFmpegError):
+            with contextlib.suppress(ffmpeg_error):
                 for frame in stream.codec_context.decode(None):
                     yield from tracker.frame(frame, source)
         yield from tracker.finish(source, stream.frames or None)
-
-
-_REDOWNLOAD = "The file is corrupt or truncated: delete it and download it again."
 
 
 def _explained(tracker: _FrameTracker, source: str, message: str) -> str:
@@ -347,6 +389,7 @@ def iter_decoded_frames(
             sequence), or the file holds fewer frames than it declares; the message names the file
             and the frame reached.
     """
+    ffmpeg_error = av.error.FFmpegError  # bound here: see `_decode_events`
     skip = frozenset(skip or ())
     expected_errors = frozenset(expected_errors)
     tracker = _FrameTracker()
@@ -364,20 +407,18 @@ def iter_decoded_frames(
                 if event.pts is not None and deferred is None:
                     deferred = event
                     continue
-                cause = f"; {deferred.message.removeprefix(f'{source}: ')}" if deferred is not None else ""
+                cause = ""
+                if deferred is not None and deferred.message != event.message:
+                    cause = f"; {deferred.message.removeprefix(f'{source}: ')}"
                 raise VideoDecodeError(_explained(tracker, source, f"{event.message}{cause}"))
             if deferred is None and event[0] not in skip:
                 yield event
         if deferred is not None:
             raise VideoDecodeError(_explained(tracker, source, deferred.message))
-    except av.error.FFmpegError as error:
-        if not tracker.packets:  # the container could not even be opened (e.g. cut short before its index)
-            raise VideoDecodeError(f"{source}: cannot be opened as a video ({error}). {_REDOWNLOAD}") from error
+    except ffmpeg_error as error:
         raise VideoDecodeError(
             f"{source}: decoding failed after {tracker.position} frames ({error}). {_REDOWNLOAD}"
         ) from error
-    except IndexError as error:  # no video stream
-        raise VideoDecodeError(f"{source}: holds no video stream. Delete it and download it again.") from error
 
 
 @dataclass(frozen=True)
@@ -416,9 +457,9 @@ def scan_damage(file: IO[bytes], source: str) -> VideoDamage:
         for event in _decode_events(file, source, tracker, CHECKED_DECODER_THREAD_TYPE):
             if isinstance(event, _Anomaly):
                 anomalies.append(event)
-    except (av.error.FFmpegError, IndexError) as error:
-        if tracker.position == 0 and not tracker.packets:
-            return VideoDamage(None, None, (f"{source}: cannot be opened as a video ({error})",))
+    except UnreadableVideoError as error:
+        return VideoDamage(None, None, (str(error).removesuffix(f" {_REDOWNLOAD}"),))
+    except av.error.FFmpegError:
         anomalies.append(_Anomaly(tracker.position, 1, f"{source}: reading failed at frame {tracker.position}"))
     bad: set[int] = set()
     if anomalies:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import datasets
 import multiprocess.context
 import pytest
+from PIL import Image
 
 import rat7m
-from rat7m_builder.errors import MissingFileError, SelectionError, UnsafeArchiveError, VideoDecodeError
+from rat7m_builder.errors import (
+    CorruptVideoWarning,
+    MissingFileError,
+    SelectionError,
+    UnsafeArchiveError,
+    VideoDecodeError,
+)
 
 
 @pytest.fixture
@@ -165,3 +174,59 @@ def test_ctrl_c_during_a_num_proc_prepare_stays_a_keyboard_interrupt(monkeypatch
     monkeypatch.setattr(builder, "download_and_prepare", lambda **kwargs: (_ for _ in ()).throw(TimeoutError()))
     with pytest.raises(TimeoutError):  # any other error passes unchanged
         rat7m.prepare(builder, num_proc=2)
+
+
+def _chunk_path(release_copy: str, recording: str, camera: int, start: int) -> str:
+    return os.path.join(release_copy, "video_sequences", f"{recording}-camera{camera}-{start}.mp4")
+
+
+def _empty_file(path: str) -> None:
+    open(path, "wb").close()
+
+
+def _jpeg_image(path: str) -> None:
+    Image.new("RGB", (100, 60), "red").save(path, format="JPEG")
+
+
+def _unknown_codec(path: str) -> None:
+    # the sample entry's codec tag, damaged: the index now names a codec FFmpeg has no decoder for
+    with open(path, "rb") as file:
+        data = file.read()
+    entry = data.index(b"avc1", data.index(b"stsd"))  # (the file type box lists "avc1" as a brand too)
+    with open(path, "wb") as file:
+        file.write(data[:entry] + b"zzz9" + data[entry + 4 :])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_empty_file, r"s1-d1-camera3-16\.mp4: cannot be opened as a video"),
+        (_jpeg_image, r"s1-d1-camera3-16\.mp4: is not an mp4 video \(FFmpeg reads it as 'piped jpeg sequence'\)"),
+        (_unknown_codec, r"s1-d1-camera3-16\.mp4: its video stream cannot be decoded"),
+    ],
+)
+def test_an_unreadable_chunk_is_named_and_skip_leaves_all_its_frames_out(release_copy, cache_dir, damage, message):
+    damage(_chunk_path(release_copy, "s1-d1", 3, 16))
+    selection = {"recordings": ["s1-d1"], "cameras": [3]}
+    with pytest.raises(VideoDecodeError, match=message + r".*delete it and download it again"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, **selection)
+    with pytest.warns(CorruptVideoWarning, match="8 examples left out"):
+        skipped = rat7m.load_dataset(
+            "frames", "train", data_dir=release_copy, cache_dir=cache_dir, on_corrupt_video="skip", **selection
+        )
+    assert not {16, 17, 18, 19, 20, 21, 22, 23} & set(skipped["frame_index"])
+    assert {15, 24} <= set(skipped["frame_index"])
+
+
+def test_a_stream_left_half_read_exits_quietly(sample_release, tmp_path):
+    """A generator still inside a decode when the interpreter exits must not print an error then."""
+    script = (
+        "import rat7m\n"
+        f"stream = rat7m.load_dataset('frames', 'train', streaming=True, data_dir={sample_release.root!r}, "
+        "recordings=['s1-d1'], cameras=[1])\n"
+        "iterator = iter(stream)\n"
+        "print(next(iterator)['frame_index'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
