@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .camera import Camera
-from .errors import MissingFileError, SelectionError, VideoDecodeError
+from .errors import AnnotationFormatError, MissingFileError, SelectionError, VideoDecodeError
 from .jobs import SiblingJobs
 from .manifest import NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
 from .mini import load_mini, mini_examples, mini_rows, pixel_convention
@@ -175,6 +175,14 @@ def _plan_mini(
     selection: Selection, index: ReleaseIndex, annotation_ref: FileRef, notes: list[str]
 ) -> dict[str, list[Shard]]:
     annotation = load_mini(annotation_ref)
+    absent = [camera for camera in selection.cameras if camera not in annotation.camera_numbers]
+    if absent:
+        held = ", ".join(str(camera) for camera in annotation.camera_numbers) or "none"
+        raise AnnotationFormatError(
+            f"{annotation_ref.name}: the annotation has no table for camera(s) "
+            f"{', '.join(str(camera) for camera in absent)} (its cameras: {held}). Select those it has with "
+            "cameras=[...], or download the annotation again if it should hold all six."
+        )
     axes = {camera: annotation.camera_numbers.index(camera) for camera in selection.cameras}
     splits: dict[str, list[Shard]] = {}
     for recording in selection.recordings:
@@ -188,6 +196,7 @@ def _plan_mini(
             _check_cameras_within_video(
                 {camera: (chunks[camera], annotation.frame_index[rows, axes[camera]]) for camera in selection.cameras},
                 recording,
+                referrer=f"{annotation_ref.name} (its {recording} rows)",
             )
             reference = selection.cameras[0]
             starts = np.array([chunk.start for chunk in chunks[reference]], dtype=np.int64)
@@ -272,7 +281,10 @@ def _chunk_length(index: ReleaseIndex, recording: str) -> int | None:
 
 
 def _check_cameras_within_video(
-    frames_by_camera: dict[int, tuple[Sequence[VideoChunk], np.ndarray]], recording: str, tolerate_damage: bool = False
+    frames_by_camera: dict[int, tuple[Sequence[VideoChunk], np.ndarray]],
+    recording: str,
+    tolerate_damage: bool = False,
+    referrer: str | None = None,
 ) -> None:
     """`_check_frames_within_video` for each camera, the cameras' last chunks probed in parallel.
 
@@ -281,7 +293,7 @@ def _check_cameras_within_video(
     """
     with ThreadPoolExecutor(max(len(frames_by_camera), 1), thread_name_prefix="rat7m-probe") as pool:
         checks = [
-            pool.submit(_check_frames_within_video, chunks, frames, recording, camera, tolerate_damage)
+            pool.submit(_check_frames_within_video, chunks, frames, recording, camera, tolerate_damage, referrer)
             for camera, (chunks, frames) in frames_by_camera.items()
         ]
         for check in checks:
@@ -289,10 +301,16 @@ def _check_cameras_within_video(
 
 
 def _check_frames_within_video(
-    chunks: Sequence[VideoChunk], frames: np.ndarray, recording: str, camera: int, tolerate_damage: bool = False
+    chunks: Sequence[VideoChunk],
+    frames: np.ndarray,
+    recording: str,
+    camera: int,
+    tolerate_damage: bool = False,
+    referrer: str | None = None,
 ) -> None:
     """Fail before decoding anything if the motion capture refers to frames past the last chunk.
 
+    ``referrer``: what holds ``frames``, for the message (default: the recording's motion capture).
     ``tolerate_damage`` (``on_corrupt_video="skip"``): an unreadable last chunk is not an error here;
     its frames are left out (and counted) when the examples are generated.
     """
@@ -311,7 +329,8 @@ def _check_frames_within_video(
             raise
     if info.num_frames is not None and highest >= last.start + info.num_frames:
         raise MissingFileError(
-            f"{last.file.name}: the motion capture of {recording} refers to camera {camera} frame {highest}, "
+            f"{last.file.name}: {referrer or f'the motion capture of {recording}'} refers to camera {camera} "
+            f"frame {highest}, "
             f"but the last chunk present starts at {last.start} and holds {info.num_frames} frames "
             f"(up to frame {last.start + info.num_frames - 1}). Chunk(s) after it are missing or it is "
             "truncated: restore them (download again)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -12,7 +13,7 @@ from helpers import decode_jpeg, raw_images
 
 import rat7m
 from rat7m_builder.cli import main
-from rat7m_builder.errors import MissingFileError, UnsafePickleError
+from rat7m_builder.errors import AnnotationFormatError, MissingFileError, UnsafePickleError
 from rat7m_builder.sample import read_barcode, write_mini_annotation
 
 ANNOTATION = "mini_rat7m_train_test_annotation.pkl"
@@ -64,6 +65,54 @@ def test_older_file_without_split_and_with_image_paths(sample_release, tmp_path)
     sample = int(row["annotation_index"]) * 2  # every 2nd sample of s1-d1, which comes first
     expected = truth.cameras[6].project(truth.keypoints_3d[sample]).astype(np.float32)
     np.testing.assert_allclose(row["keypoints_2d"][1], expected, atol=1e-4)  # 0-based file: kept
+
+
+def test_a_camera_the_annotation_lacks_is_named(mini_release, cache_dir, monkeypatch):
+    from rat7m_builder import examples
+
+    read = examples.load_mini
+
+    def without_camera_6(ref):  # the annotation as if its table held cameras 1–5 only
+        annotation = read(ref)
+        five = slice(0, 5)
+        return dataclasses.replace(
+            annotation,
+            camera_names=annotation.camera_names[five],
+            frame_index=annotation.frame_index[:, five],
+            keypoints_2d=annotation.keypoints_2d[:, five],
+            com_2d=None if annotation.com_2d is None else annotation.com_2d[:, five],
+            image_path=None if annotation.image_path is None else annotation.image_path[:, five],
+        )
+
+    monkeypatch.setattr(examples, "load_mini", without_camera_6)
+    with pytest.raises(
+        AnnotationFormatError,
+        match=rf"{ANNOTATION}: the annotation has no table for camera\(s\) 6 "
+        r"\(its cameras: 1, 2, 3, 4, 5\)\. Select those it has with cameras=\[\.\.\.\]",
+    ):
+        rat7m.load_dataset("mini", data_dir=mini_release, cache_dir=cache_dir)
+    mini = rat7m.load_dataset("mini", split="train", data_dir=mini_release, cache_dir=cache_dir, cameras=[1, 5])
+    assert mini.num_rows == 15
+
+
+def test_an_annotation_frame_past_the_video_names_the_annotation(mini_release, cache_dir, monkeypatch):
+    from rat7m_builder import examples
+
+    read = examples.load_mini
+
+    def one_frame_too_far(ref):
+        annotation = read(ref)
+        frame_index = annotation.frame_index.copy()
+        frame_index[annotation.recording == "s1-d1", 2] += 1000  # camera 3's column
+        return dataclasses.replace(annotation, frame_index=frame_index)
+
+    monkeypatch.setattr(examples, "load_mini", one_frame_too_far)
+    with pytest.raises(
+        MissingFileError,
+        match=rf"s1-d1-camera3-32\.mp4: {ANNOTATION} \(its s1-d1 rows\) refers to "
+        r"camera 3 frame 10\d\d, but the last chunk",
+    ):
+        rat7m.load_dataset("mini", data_dir=mini_release, cache_dir=cache_dir)
 
 
 def test_missing_annotation_says_where_to_get_it(sample_release, cache_dir):
