@@ -9,6 +9,10 @@ No I/O, no ``datasets``. Conventions (see ``shared/RAT7M.md``, "Camera model"):
 * MATLAB puts the centre of the top-left pixel at (1, 1). **This project publishes 0-based pixels**
   (centre of the top-left pixel at (0, 0)) so a keypoint indexes the decoded image array directly.
   The one place that shift happens is `MATLAB_TO_ZERO_BASED_PIXEL_SHIFT`.
+
+`intrinsic_matrix_problem` and `rotation_matrix_problem` say what is wrong with stored calibration
+(an OpenCV-layout intrinsic matrix, a matrix that is not a rotation); the file parsers turn their
+answers into errors naming the file.
 """
 
 from __future__ import annotations
@@ -20,6 +24,91 @@ import numpy as np
 #: Subtracted from MATLAB pixel coordinates (and from MATLAB's principal point) to get 0-based
 #: pixels, as MathWorks' ``cameraIntrinsicsToOpenCV`` and DANNCE do.
 MATLAB_TO_ZERO_BASED_PIXEL_SHIFT = 1.0
+
+#: Largest deviation (absolute, in pixels) of ``IntrinsicMatrix``'s structural entries from their
+#: values (0 above the diagonal, 1 in the corner). MATLAB writes them exactly (0 and 1 are exact in
+#: float32 and float64); the slack only forgives a copy re-saved through text. Focal lengths and the
+#: principal point are hundreds of pixels, so an OpenCV-layout matrix is far outside it.
+INTRINSIC_STRUCTURE_TOLERANCE = 1e-6
+
+#: Largest deviation allowed of ``R·Rᵀ`` from the identity (any element) and of ``det R`` from +1.
+#: A rotation stored in float64 is orthonormal to ~1e-15, in float32 to ~1e-7 (2⁻²⁴ per element), and
+#: one re-saved with 6 significant digits to ~1e-6; 1e-4 accepts all of these. It still refuses any
+#: matrix that is not a rotation: a zero matrix deviates by 1, a reflection has det −1, a rotation
+#: scaled by 1.001 deviates by 2e-3. A genuine deviation of 1e-4 would move a point 1 m away by
+#: 0.1 mm, far below the motion capture's own accuracy.
+ROTATION_TOLERANCE = 1e-4
+
+
+def _format_matrix(matrix: np.ndarray) -> str:
+    rows = ", ".join("[" + ", ".join(f"{value:.6g}" for value in row) + "]" for row in matrix)
+    return f"[{rows}]"
+
+
+def intrinsic_matrix_problem(intrinsic_matrix: np.ndarray) -> str | None:
+    """Say what is wrong with a stored ``IntrinsicMatrix``, or None when it is in MATLAB layout.
+
+    MATLAB layout is ``[[fx, 0, 0], [skew, fy, 0], [cx, cy, 1]]``: the last column is ``[0, 0, 1]ᵀ`` and
+    the principal point (1-based pixels) is in the last row. OpenCV's layout is its transpose. The two
+    cannot be converted silently: a transposed matrix read as MATLAB's would publish a principal point
+    of (-1, -1) and project every marker to nonsense, so the caller must refuse it.
+
+    Args:
+        intrinsic_matrix: 3×3 finite array, as stored in the file.
+
+    Returns:
+        None if the matrix is a MATLAB-layout camera matrix with positive focal lengths (pixels), else
+        a sentence fragment (starting with a verb, e.g. ``"is stored transposed …"``) naming what was
+        found and what was expected, for the caller's error message.
+    """
+    matrix = np.asarray(intrinsic_matrix, dtype=np.float64).reshape(3, 3)
+    found = _format_matrix(matrix)
+    expected = "expected MATLAB's layout [[fx, 0, 0], [skew, fy, 0], [cx, cy, 1]] (the transpose of OpenCV's)"
+
+    def near(value: float, target: float) -> bool:
+        return abs(value - target) <= INTRINSIC_STRUCTURE_TOLERANCE
+
+    matlab_layout = near(matrix[0, 1], 0) and near(matrix[0, 2], 0) and near(matrix[1, 2], 0) and near(matrix[2, 2], 1)
+    if not matlab_layout:
+        opencv_layout = (
+            near(matrix[1, 0], 0) and near(matrix[2, 0], 0) and near(matrix[2, 1], 0) and near(matrix[2, 2], 1)
+        )
+        if opencv_layout:
+            return (
+                f"is stored transposed (OpenCV layout): found {found}, with the principal point "
+                f"({matrix[0, 2]:.6g}, {matrix[1, 2]:.6g}) in the last column; {expected}. Store its transpose"
+            )
+        return f"is not a camera matrix: found {found}; {expected}"
+    fx, fy = matrix[0, 0], matrix[1, 1]
+    if not (fx > 0 and fy > 0):
+        return f"has non-positive focal lengths (fx, fy) = ({fx:.6g}, {fy:.6g}) px: found {found}; {expected}"
+    return None
+
+
+def rotation_matrix_problem(rotation_matrix: np.ndarray) -> str | None:
+    """Say what is wrong with a stored ``rotationMatrix``, or None when it is a proper rotation.
+
+    A proper rotation has ``R·Rᵀ = I`` and ``det R = +1``, each within `ROTATION_TOLERANCE`. (The
+    check is the same for MATLAB's ``R`` and OpenCV's ``Rᵀ``: it cannot tell a transposed rotation.)
+
+    Args:
+        rotation_matrix: 3×3 finite array, as stored in the file.
+
+    Returns:
+        None for a proper rotation, else a sentence fragment (starting with a verb) naming what was
+        found, for the caller's error message.
+    """
+    matrix = np.asarray(rotation_matrix, dtype=np.float64).reshape(3, 3)
+    orthogonality_error = float(np.max(np.abs(matrix @ matrix.T - np.eye(3))))
+    determinant = float(np.linalg.det(matrix))
+    if orthogonality_error <= ROTATION_TOLERANCE and abs(determinant - 1.0) <= ROTATION_TOLERANCE:
+        return None
+    reflection = orthogonality_error <= ROTATION_TOLERANCE and abs(determinant + 1.0) <= ROTATION_TOLERANCE
+    what = "a reflection, not a rotation" if reflection else "not a rotation"
+    return (
+        f"is {what}: found {_format_matrix(matrix)} with max |R·Rᵀ − I| = {orthogonality_error:.3g} and "
+        f"det R = {determinant:.6g}; a rotation needs R·Rᵀ = I and det R = +1 (tolerance {ROTATION_TOLERANCE:g})"
+    )
 
 
 @dataclass(frozen=True)

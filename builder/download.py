@@ -244,21 +244,33 @@ def fetch_listing(
     Returns:
         All entries of the listing, in figshare's order.
 
+    A malformed cache (not JSON, not the cached form, entries that are not figshare file dicts; see
+    `_cached_listing_problem`) is treated like a stale one: fetched again and overwritten when online,
+    an error naming it offline.
+
     Raises:
         DownloadError: the API failed permanently (the message names the URL and status), or
-            ``offline`` and nothing is cached.
+            ``offline`` and nothing usable is cached (the message names a malformed cache file and says
+            to delete it or run online).
     """
     retry = retry or DEFAULT_RETRY
     path = os.path.join(article_dir(cache_dir, article_id, version), "listing.json")
-    cached = _read_cached_listing(path)
+    cached, malformed = _read_cached_listing(path, article_id, version)
     api = api_url()
     if cached is not None and not refresh and (offline or cached.get("api_url") == api):
         return cached["files"]
     if offline:
+        if malformed is not None:
+            raise DownloadError(
+                f"{path}: the cached listing of figshare article {article_id} v{version} is malformed "
+                f"({malformed}). Delete this file, or run once with network access to fetch the listing again."
+            )
         raise DownloadError(
             f"Offline and no cached listing of figshare article {article_id} v{version} in {path}. "
             "Run once with network access (or give data_dir with a local copy)."
         )
+    if malformed is not None:
+        logger.warning("%s: the cached listing is malformed (%s); fetching it again from figshare.", path, malformed)
     url = f"{api}/articles/{article_id}/versions/{version}/files"
     what = f"listing of figshare article {article_id} v{version}"
     files: list[dict] = []
@@ -296,17 +308,88 @@ def fetch_listing(
     return files
 
 
-def _read_cached_listing(path: str) -> dict | None:
+def _read_cached_listing(path: str, article_id: int, version: int) -> tuple[dict | None, str | None]:
+    """Read a cached ``listing.json``.
+
+    Returns:
+        ``(cached, None)`` for a well-formed cache (``cached["files"]`` is the listing), ``(None, None)``
+        when there is none, ``(None, problem)`` when the file exists but cannot be used, ``problem``
+        saying what is wrong with it.
+    """
     try:
         with open(path, encoding="utf-8") as file:
             cached = json.load(file)
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # unreadable cache: fetch again (it is only ever written atomically, so rare)
-    if not isinstance(cached, dict) or not isinstance(cached.get("files"), list):
-        return None
-    return cached
+        return None, None
+    except OSError as error:
+        return None, f"unreadable: {error}"
+    except ValueError as error:  # also UnicodeDecodeError
+        # It is only ever written atomically, so a damaged one was edited or copied by hand.
+        return None, f"not JSON: {error}"
+    problem = _cached_listing_problem(cached, article_id, version)
+    return (None, problem) if problem is not None else (cached, None)
+
+
+#: Optional keys of a listing entry that the downloader reads, and the JSON types they may have
+#: (figshare's own types; null is accepted for each, as figshare sends for an unknown value).
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (int, str),
+    "size": (int,),
+    "download_url": (str,),
+    "computed_md5": (str,),
+    "supplied_md5": (str,),
+    "is_link_only": (bool,),
+}
+
+
+def _cached_listing_problem(cached: object, article_id: int, version: int) -> str | None:
+    """What makes a cached listing unusable, or None when it has the form `fetch_listing` writes.
+
+    That form is a JSON object with ``files``: a list of figshare file entries, each an object with
+    a string ``name`` and, when present, the keys of `_ENTRY_TYPES` with those types (``size`` ≥ 0).
+    ``article_id`` and ``version``, when present, must be this article's (a cache copied from
+    another article's folder would otherwise pass for this one).
+    """
+    if not isinstance(cached, dict):
+        return f"a JSON {_json_type(cached)}, expected an object with 'files'"
+    files = cached.get("files")
+    if not isinstance(files, list):
+        return f"its 'files' is {'missing' if files is None else 'a JSON ' + _json_type(files)}, expected a list"
+    for key, expected in (("article_id", article_id), ("version", version)):
+        if key in cached and cached[key] != expected:
+            return f"its {key!r} is {cached[key]!r}, expected {expected} (a listing of another article)"
+    for number, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            return f"files[{number}] is a JSON {_json_type(entry)} ({_short(entry)}), expected an object"
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            found = "missing" if "name" not in entry else f"a JSON {_json_type(name)} ({_short(name)})"
+            return f"files[{number}] has no file name: its 'name' is {found}"
+        for key, types in _ENTRY_TYPES.items():
+            value = entry.get(key)
+            # bool is an int in Python; in JSON true/false is no number, so it is refused for those keys.
+            if value is None or (isinstance(value, types) and (bool in types or not isinstance(value, bool))):
+                continue
+            return f"files[{number}] ({name!r}): its {key!r} is a JSON {_json_type(value)} ({_short(value)})"
+        if isinstance(entry.get("size"), int) and entry["size"] < 0:
+            return f"files[{number}] ({name!r}): its 'size' is negative ({entry['size']})"
+    return None
+
+
+def _json_type(value: object) -> str:
+    """The JSON type name of a value `json.load` returned."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _write_json_atomic(path: str, content: object) -> None:

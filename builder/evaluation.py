@@ -21,38 +21,101 @@ class PredictionsError(Rat7MError, ValueError):
     """The predictions file cannot be read or does not have the right shape."""
 
 
+#: What a predictions file must hold, stated in every error about one.
+EXPECTED_FORMAT = (
+    "Expected a .npy file holding one real-valued array of shape N×20×3 or N×60 (written with "
+    "numpy.save, not savez), or a .csv file with N rows of 60 numbers, optionally after one header line: "
+    "x, y, z in mm of each of the 20 markers in marker order, one row per dataset row, in the dataset's order."
+)
+
+#: The first bytes of every .npy file (numpy.lib.format), and of every zip archive (a .npz is one).
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def read_predictions(path: str) -> np.ndarray:
     """Read predictions in mm as (N, 20, 3) float64 from ``.npy`` (N×20×3 or N×60) or ``.csv`` (N×60).
 
     A CSV may start with a header line; it is recognised by not being numbers, so a CSV without one
-    keeps its first row.
+    keeps its first row. N×60 rows hold x, y, z of marker 0, then of marker 1, and so on.
+
+    Raises:
+        PredictionsError: the file is missing, unreadable, not what its extension says (e.g. a ``.npz``
+            renamed ``.npy``), empty, not numeric or of the wrong shape; the message names the file,
+            what was found and `EXPECTED_FORMAT`.
     """
     if not os.path.isfile(path):
-        raise PredictionsError(f"{path}: no such predictions file.")
-    if path.endswith(".npy"):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise PredictionsError(f"{path}: not a plain numeric .npy file ({error}).") from error
-    elif path.endswith(".csv"):
-        with open(path, newline="") as file:
-            rows = [row for row in csv.reader(file) if row]
-        if rows and not _is_numeric(rows[0]):
-            rows = rows[1:]  # a header line
-        try:
-            array = np.array([[float(value) for value in row] for row in rows], dtype=np.float64)
-        except ValueError as error:
-            raise PredictionsError(f"{path}: a row holds something other than numbers ({error}).") from error
-    else:
-        raise PredictionsError(f"{path}: predictions must be a .npy or a .csv file.")
+        raise PredictionsError(f"{path}: no such predictions file. {EXPECTED_FORMAT}")
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        if extension == ".npy":
+            array = _read_npy(path)
+        elif extension == ".csv":
+            array = _read_csv(path)
+        else:
+            raise PredictionsError(f"{path}: predictions must be a .npy or a .csv file. {EXPECTED_FORMAT}")
+    except OSError as error:  # permissions, a vanished file, an I/O error
+        raise PredictionsError(f"{path}: cannot be read ({error}). {EXPECTED_FORMAT}") from error
+    if array.dtype.kind not in "fiu":  # bool, complex, text, structured records: no coordinates
+        raise PredictionsError(
+            f"{path}: predictions are an array of {array.dtype}, not of real numbers. {EXPECTED_FORMAT}"
+        )
     if array.ndim == 2 and array.shape[1] == NUM_MARKERS * 3:
         array = array.reshape(-1, NUM_MARKERS, 3)  # x, y, z of marker 0, then marker 1, …
     if array.ndim != 3 or array.shape[1:] != (NUM_MARKERS, 3):
-        raise PredictionsError(
-            f"{path}: predictions have shape {array.shape}; expected N×20×3 (.npy) or N×60 (.csv: x, y, z of "
-            "each marker in marker order)."
-        )
+        raise PredictionsError(f"{path}: predictions have shape {array.shape}. {EXPECTED_FORMAT}")
     return array.astype(np.float64)
+
+
+def _read_npy(path: str) -> np.ndarray:
+    with open(path, "rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    # np.load picks the format from the bytes, not the name: a .npz renamed .npy would come back as
+    # an NpzFile, an empty file as EOFError, and text as a misleading "pickled data" error.
+    if not magic:
+        raise PredictionsError(f"{path}: the file is empty (0 bytes). {EXPECTED_FORMAT}")
+    if magic.startswith(_ZIP_MAGIC):
+        raise PredictionsError(
+            f"{path}: this is a .npz archive (numpy.savez), not a .npy file; save the one array with "
+            f"numpy.save instead. {EXPECTED_FORMAT}"
+        )
+    if magic != _NPY_MAGIC:
+        raise PredictionsError(f"{path}: not a .npy file (it does not start with the NumPy header). {EXPECTED_FORMAT}")
+    try:
+        # allow_pickle=False: an object array would run code from the file when loaded.
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:  # truncated, object arrays, a damaged header
+        raise PredictionsError(
+            f"{path}: not a readable plain numeric .npy file ({error}); it may be truncated. {EXPECTED_FORMAT}"
+        ) from error
+    if not isinstance(array, np.ndarray):  # defensive: np.load answers other types for other formats
+        raise PredictionsError(f"{path}: holds a {type(array).__name__}, not one array. {EXPECTED_FORMAT}")
+    return array
+
+
+def _read_csv(path: str) -> np.ndarray:
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = [row for row in csv.reader(file) if row]
+    except (UnicodeDecodeError, csv.Error) as error:  # binary data (e.g. a .npy renamed .csv)
+        raise PredictionsError(f"{path}: not a text CSV file ({error}). {EXPECTED_FORMAT}") from error
+    if rows and not _is_numeric(rows[0]):
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise PredictionsError(f"{path}: the file holds no rows of numbers. {EXPECTED_FORMAT}")
+    lengths = {len(row) for row in rows}
+    if len(lengths) > 1:
+        line = next(number for number, row in enumerate(rows, start=1) if len(row) != len(rows[0]))
+        raise PredictionsError(
+            f"{path}: rows have different lengths ({sorted(lengths)} values; data row {line} differs from the "
+            f"first). {EXPECTED_FORMAT}"
+        )
+    try:
+        return np.array([[float(value) for value in row] for row in rows], dtype=np.float64)
+    except ValueError as error:
+        raise PredictionsError(
+            f"{path}: a row holds something other than numbers ({error}). {EXPECTED_FORMAT}"
+        ) from error
 
 
 def _is_numeric(row: list[str]) -> bool:

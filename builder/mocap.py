@@ -2,8 +2,11 @@
 
 No ``datasets`` and no file-system or network access: `read_mocap` takes an already opened binary
 file object (local file, zip member or remote fsspec file alike) and `parse_mocap` takes the
-variables ``scipy.io.loadmat`` returned. Every structural problem raises `MocapFormatError` naming
-the file, the field, what was found and what was expected. ``scipy.io.loadmat`` itself runs in a
+variables ``scipy.io.loadmat`` returned. Every structural problem, and every value no real release
+file can hold (an ``IntrinsicMatrix`` not in MATLAB's layout, a ``rotationMatrix`` that is not a
+rotation, non-finite calibration, ±inf marker coordinates, a ``name`` naming another recording than
+the file name), raises `MocapFormatError` naming the file, the field, what was found and what was
+expected. ``scipy.io.loadmat`` itself runs in a
 helper process (`_IsolatedReader`): damaged bytes can make it crash with a segmentation fault.
 """
 
@@ -30,11 +33,13 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import mat_struct
 
-from .camera import Camera
+from .camera import Camera, intrinsic_matrix_problem, rotation_matrix_problem
 from .errors import MocapFormatError
-from .manifest import CAMERAS, MARKER_NAMES
+from .manifest import CAMERAS, MARKER_NAMES, parse_mocap_name
 
 _CAMERA_FIELD_RE = re.compile(r"^Camera(\d+)$")
+#: The ``name`` variable's form, e.g. ``Subject1-Day1``; RAT7M.md lists it, so any other form is tolerated.
+_NAME_RE = re.compile(r"^\s*Subject\s*(\d+)\s*-\s*Day\s*(\d+)\s*$", re.IGNORECASE)
 #: Largest plausible video frame index (the release has about 200 000 frames per camera).
 MAX_FRAME_INDEX = 2**31 - 1
 _READ_BLOCK = 8 * 1024 * 1024
@@ -48,7 +53,7 @@ class MocapRecording:
     Attributes:
         name: the file's ``name`` variable (e.g. ``"Subject1-Day1"``), or "" when absent.
         keypoints_3d: (N, 20, 3) float64 world coordinates in mm, markers in `MARKER_NAMES` order,
-            NaN where a marker was not tracked (kept as released).
+            NaN where a marker was not tracked (kept as released; ±inf is refused).
         frame_index: camera number → (N,) int64: for mocap sample t, the 0-based global video frame
             index of that camera. Not assumed monotonic nor free of repeats.
         cameras: camera number → `Camera` (MATLAB calibration).
@@ -242,6 +247,8 @@ def parse_mocap(variables: Mapping[str, Any], source: str) -> MocapRecording:
             f"{source}: missing top-level variable(s) {missing}; found {found}. "
             f"A RAT7M mocap file holds 'cameras', 'mocap' and 'name'. {_FIX}"
         )
+    name = _parse_name(variables.get("name"))
+    _check_name_matches_file(name, source)
     markers = _struct(variables["mocap"], source, "mocap")
     keypoints_3d = _parse_markers(markers, source)
     num_samples = keypoints_3d.shape[0]
@@ -262,7 +269,7 @@ def parse_mocap(variables: Mapping[str, Any], source: str) -> MocapRecording:
             f"{source}: field 'cameras' lacks {absent} (found {list(cameras_struct._fieldnames)}). {_FIX}"
         )
     return MocapRecording(
-        name=_parse_name(variables.get("name")),
+        name=name,
         keypoints_3d=keypoints_3d,
         frame_index=dict(sorted(frame_index.items())),
         cameras=dict(sorted(cameras.items())),
@@ -315,6 +322,18 @@ def _parse_markers(markers: mat_struct, source: str) -> np.ndarray:
                 f"{source}: field '{field}' has {array.shape[0]} rows but 'mocap.{MARKER_NAMES[0]}' has "
                 f"{arrays[0].shape[0]}; every marker must have one row per sample. {_FIX}"
             )
+        # NaN is how RAT7M marks an untracked marker and is kept as released; ±inf is no position and no
+        # documented marker, so it means a damaged or wrongly converted file. Kept, it would turn every
+        # distance, mean and metric computed from that sample into inf/NaN far from its cause.
+        infinite_rows = np.flatnonzero(np.isinf(array).any(axis=1))
+        if infinite_rows.size:
+            first = int(infinite_rows[0])
+            values = ", ".join(f"{value:.6g}" for value in array[first])
+            raise MocapFormatError(
+                f"{source}: field '{field}' holds an infinite value at sample {first} (0-based; MATLAB row "
+                f"{first + 1}: x, y, z = {values}), in {infinite_rows.size} sample(s) in all. RAT7M marks "
+                f"an untracked marker with NaN; ±inf is not a valid position. {_FIX}"
+            )
         arrays.append(array.astype(np.float64, copy=False))
     return np.stack(arrays, axis=1)
 
@@ -348,9 +367,17 @@ def _parse_camera(camera: mat_struct, source: str, prefix: str, num_samples: int
         return array.reshape(-1)
 
     intrinsic = matrix(("IntrinsicMatrix",), (3, 3), "3×3")
+    # A transposed (OpenCV-layout) matrix is refused, never transposed back: which layout a damaged or
+    # converted copy meant cannot be proven, and a wrong guess would publish wrong 2D keypoints.
+    problem = intrinsic_matrix_problem(intrinsic)
+    if problem is not None:
+        raise MocapFormatError(f"{source}: field '{prefix}.IntrinsicMatrix' {problem}. {_FIX}")
     # The file uses lower-case rotationMatrix/translationVector; accept the capitalised spelling the
     # helper README uses, in case a re-saved copy follows it.
     rotation = matrix(("rotationMatrix", "RotationMatrix"), (3, 3), "3×3")
+    problem = rotation_matrix_problem(rotation)
+    if problem is not None:
+        raise MocapFormatError(f"{source}: field '{prefix}.rotationMatrix' {problem}. {_FIX}")
     translation = vector(("translationVector", "TranslationVector"), (3,), "1×3")
     radial = vector(("RadialDistortion",), (2, 3), "1×2 or 1×3")
     tangential = vector(("TangentialDistortion",), (2,), "1×2")
@@ -381,3 +408,22 @@ def _parse_name(value: Any) -> str:
     if isinstance(value, str):
         return value
     return ""
+
+
+def _check_name_matches_file(name: str, source: str) -> None:
+    """Refuse a file whose ``name`` variable (``Subject{S}-Day{D}``) names another recording than its file name.
+
+    Only a ``name`` of that form and a file name of the form ``mocap-s{S}-d{D}.mat`` are compared;
+    an absent or other ``name`` (a re-saved copy, a third-party file) or another file name is accepted.
+    """
+    match = _NAME_RE.match(name)
+    recording = parse_mocap_name(re.split(r"[/\\]", source)[-1])  # source may be a path or a URL
+    if match is None or recording is None:
+        return
+    named = f"s{int(match.group(1))}-d{int(match.group(2))}"
+    if named != recording:
+        raise MocapFormatError(
+            f"{source}: its 'name' variable says {name!r} (recording {named}) but its file name says {recording}: "
+            f"the file may have been renamed or mixed up with another recording's file; check which recording "
+            f"it holds. {_FIX}"
+        )
