@@ -335,6 +335,10 @@ def _parse_markers(markers: mat_struct, source: str) -> np.ndarray:
                 f"an untracked marker with NaN; ±inf is not a valid position. {_FIX}"
             )
         arrays.append(array.astype(np.float64, copy=False))
+    if arrays[0].shape[0] == 0:
+        # Every released recording has ~10^5 samples; an empty one would prepare an empty split that
+        # `datasets` caches as finished and then cannot load ("corresponds to no data").
+        raise MocapFormatError(f"{source}: field 'mocap' holds no samples (every marker is 0×3). {_FIX}")
     return np.stack(arrays, axis=1)
 
 

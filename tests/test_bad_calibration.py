@@ -21,6 +21,7 @@ import pytest
 import scipy.io
 from standins.figshare import fabricate_release, figshare  # noqa: F401 - fixture
 
+import rat7m
 from rat7m_builder import evaluation
 from rat7m_builder.camera import ROTATION_TOLERANCE
 from rat7m_builder.cli import main
@@ -185,6 +186,25 @@ def test_infinite_marker_is_refused_naming_marker_and_first_sample(good_mat, bad
     message = _refused(_rewritten(good_mat, mutate))
     assert "field 'mocap.ElbowR' holds an infinite value at sample 7 (0-based; MATLAB row 8:" in message
     assert "in 2 sample(s) in all" in message and "untracked marker with NaN" in message
+
+
+def test_a_recording_without_samples_is_refused_and_caches_nothing(good_mat, sample_release, tmp_path):
+    def empty(variables):
+        for marker in variables["mocap"]:
+            variables["mocap"][marker] = np.zeros((0, 3))
+        for camera in variables["cameras"].values():
+            camera["frame"] = np.zeros((1, 0))
+
+    message = _refused(_rewritten(good_mat, empty))
+    assert "field 'mocap' holds no samples" in message
+    # through the builder: the error, and no finished (empty) cache that a repaired copy would reuse
+    root, cache = tmp_path / "release", str(tmp_path / "cache")
+    os.makedirs(root / "annotations")
+    shutil.copyfile(good_mat, root / "annotations" / MAT)
+    with pytest.raises(MocapFormatError, match="holds no samples"):
+        rat7m.load_dataset("mocap", data_dir=str(root), cache_dir=cache)
+    shutil.copyfile(os.path.join(sample_release.root, "annotations", MAT), root / "annotations" / MAT)
+    assert rat7m.load_dataset("mocap", split="train", data_dir=str(root), cache_dir=cache).num_rows == 30
 
 
 def test_nan_markers_are_still_kept(good_mat):
