@@ -28,8 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import datasets
+import pyarrow as pa
+from datasets.arrow_writer import TypedSequence
 from datasets.builder import Key
 from datasets.download.streaming_download_manager import StreamingDownloadManager
+from datasets.iterable_dataset import ArrowExamplesIterable
 
 from rat7m_builder import metrics  # noqa: F401  (public: rat7m.metrics.mpjpe, …)
 from rat7m_builder.errors import CorruptVideoWarning, Rat7MError, SelectionError
@@ -321,6 +324,34 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             if isinstance(error.__cause__, Rat7MError):
                 raise Rat7MErrorOfJob(error.__cause__) from error.__cause__
             raise
+
+    def _get_examples_iterable_for_split(self, split_generator: datasets.SplitGenerator) -> ArrowExamplesIterable:
+        # Streaming. `datasets` would iterate `_generate_examples` as Python dicts and type them only
+        # loosely (a Python int becomes int64 under with_format("numpy"/"torch"), a list keeps its
+        # element dtype), so streamed rows differed in type from prepared ones. As Arrow tables of the
+        # features' schema they are typed exactly as a prepared dataset's rows.
+        return ArrowExamplesIterable(self._generate_streaming_tables, kwargs=split_generator.gen_kwargs)
+
+    def _generate_streaming_tables(
+        self, shards: list[Shard], selection: tuple[Selection]
+    ) -> Iterator[tuple[Key, pa.Table]]:
+        """`_generate_examples` as Arrow tables of the features' schema, for streaming.
+
+        A ``mocap`` shard (one recording, the whole .mat read first anyway) is one table; rows with
+        images or videos are one table each, so the first example comes after one frame's decoding.
+        """
+        features = self.info.features
+        schema = features.arrow_schema
+        if self.config.name == "mocap":
+            for key, table in self._generate_tables(shards, selection):
+                yield key, table if table.schema == schema else table.cast(schema)
+            return
+        for key, example in self._generate_examples(shards, selection):
+            encoded = features.encode_example(example)
+            # `TypedSequence` is how `datasets` itself writes generated examples (it converts nested
+            # NumPy arrays, which `pa.Table.from_pylist` cannot), so the values are the prepared ones.
+            columns = [pa.array(TypedSequence([encoded[name]], type=features[name])) for name in features]
+            yield key, pa.Table.from_arrays(columns, schema=schema)
 
     def _generate_tables(self, shards: list[Shard], selection: tuple[Selection]) -> Iterator[tuple[Key, object]]:
         for shard_id, shard in enumerate(shards):

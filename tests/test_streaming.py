@@ -54,6 +54,14 @@ def _raw(dataset, config: str):
     return dataset
 
 
+def _types(row: dict) -> dict:
+    """Each column's dtype (arrays) or type (anything else), and for lists their first element's."""
+    return {
+        name: (getattr(value, "dtype", type(value)), type(value[0]) if isinstance(value, list) and value else None)
+        for name, value in row.items()
+    }
+
+
 def _keys(rows) -> list[tuple]:
     return [(row["recording"], row.get("camera"), int(row["sample_index"])) for row in rows]
 
@@ -142,6 +150,10 @@ def test_streamed_rows_equal_prepared_rows_local(config, prepared, sample_releas
         rows = list(_raw(streamed[split], config))
         assert list(rows[0]) == expected[split].column_names
         assert_same_rows(rows, _raw(expected[split], config))
+        # typed as prepared rows: the same Python types, and the same dtypes under with_format("numpy")
+        assert _types(next(iter(streamed[split]))) == _types(expected[split][0])
+        numpy_row = next(iter(streamed[split].with_format("numpy")))
+        assert _types(numpy_row) == _types(expected[split].with_format("numpy")[0])
     assert not [f for _, _, files in os.walk(cache_dir) for f in files if f.endswith((".mp4", ".mat", ".arrow"))]
 
 
