@@ -342,17 +342,13 @@ def _check_frames_within_video(
 
 
 def opencv_calibration(camera: Camera) -> dict[str, np.ndarray]:
-    """The calibration columns of an example, in OpenCV form with 0-based pixels, float32 as stored.
-
-    Cast here, not only by the Arrow writer, so that streamed rows (which `datasets` does not cast
-    for a list column) carry the same float32 values and dtype as prepared ones.
-    """
+    """The calibration columns of an example, in OpenCV form with 0-based pixels (float64)."""
     cv = camera.to_opencv()
     return {
-        "intrinsic_matrix": cv.camera_matrix.astype(np.float32),
-        "rotation_matrix": cv.rotation_matrix.astype(np.float32),
-        "translation_vector": cv.translation_vector.astype(np.float32),
-        "distortion": cv.distortion.astype(np.float32),
+        "intrinsic_matrix": cv.camera_matrix,
+        "rotation_matrix": cv.rotation_matrix,
+        "translation_vector": cv.translation_vector,
+        "distortion": cv.distortion,
     }
 
 
