@@ -103,7 +103,8 @@ class Rat7MConfig(datasets.BuilderConfig):
 
     Attributes:
         recordings: ``"s1-d1"``-style names; None = with ``data_dir`` the recordings whose .mat is
-            there, else all seven.
+            there (for configs with images or videos: and an mp4 chunk of a selected camera), else
+            all seven.
         cameras: camera numbers 1–6; None = all six.
         frame_step: keep the samples whose ``sample_index`` is a multiple of this (≥ 1).
         jpeg_quality: JPEG quality of the images, 1–100.
@@ -168,6 +169,14 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         kwargs.setdefault("dataset_name", "rat7m")
         if data_dir is not None:
             data_dir = os.path.abspath(os.path.expanduser(data_dir))
+            config_name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
+            if kwargs.get("recordings") is None and config_name in CONFIG_NAMES and config_name != "mini":
+                # Resolved now, before `datasets` names the cache folder after the config's arguments:
+                # a copy that later gains a recording must not load the cached build without it.
+                selection = Rat7MConfig(name=config_name, cameras=kwargs.get("cameras"))
+                selection.validate()
+                cameras = selection.cameras or CAMERAS
+                kwargs["recordings"] = _local_default_recordings(scan_local(data_dir), data_dir, config_name, cameras)
         super().__init__(*args, data_dir=data_dir, **kwargs)
         self.config.validate()
         #: What a build found worth telling (the dataset card's "Build notes"): heading → lines.
@@ -198,13 +207,8 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             selection = dataclasses.replace(selection, recordings=default_recordings)
         if self.config.data_dir:
             index = scan_local(self.config.data_dir)
-            if self.config.recordings is None and default_recordings is None:
-                present = tuple(r for r in RECORDINGS if r in index.mocap)
-                if not present:
-                    raise SelectionError(
-                        f"data_dir {self.config.data_dir}: no mocap-s*-d*.mat file found below it. Point "
-                        "data_dir at your RAT7M copy, or leave it out to download from figshare."
-                    )
+            if self.config.recordings is None and default_recordings is None:  # (resolved in __init__ unless mini)
+                present = _local_default_recordings(index, self.config.data_dir, self.config.name, selection.cameras)
                 selection = dataclasses.replace(selection, recordings=present)
             return index, selection
         from rat7m_builder.download import figshare_index
@@ -429,6 +433,45 @@ def _jobs_folder() -> str | None:
     except OSError as error:
         logger.info("rat7m: no temporary folder for the jobs' marks (%s); jobs will not share idle cores", error)
         return None
+
+
+def _local_default_recordings(
+    index: ReleaseIndex, data_dir: str, config_name: str, cameras: Sequence[int]
+) -> tuple[str, ...]:
+    """The recordings a config builds from a local copy when none are asked for.
+
+    Those whose .mat the copy holds; for configs with images or videos, of those, the ones with an
+    mp4 of a selected camera: a copy often holds every recording's .mat (the motion-capture article
+    is one zip of all seven) but video of only some.
+
+    Raises:
+        SelectionError: no .mat at all, or (image/video configs) no video of any of them.
+    """
+    with_mocap = tuple(r for r in RECORDINGS if r in index.mocap)
+    if not with_mocap:
+        raise SelectionError(
+            f"data_dir {data_dir}: no mocap-s*-d*.mat file found below it. Point data_dir at your RAT7M "
+            "copy, or leave it out to download from figshare."
+        )
+    if config_name not in VIDEO_CONFIGS:
+        return with_mocap
+    with_video = tuple(r for r in with_mocap if any(index.chunks(r, camera) for camera in cameras))
+    if not with_video:
+        raise SelectionError(
+            f"data_dir {data_dir}: motion capture for {', '.join(with_mocap)} but no video chunk of "
+            f"camera(s) {', '.join(map(str, cameras))} of any of them (files named like "
+            f"{with_mocap[0]}-camera{cameras[0]}-0.mp4). The {config_name!r} config needs the videos: add "
+            "them, or choose the 'mocap' or 'cameras' config."
+        )
+    if with_video != with_mocap:
+        logger.info(
+            "rat7m %s: data_dir holds no video of the selected cameras for %s; building %s "
+            "(pass recordings=[...] to choose).",
+            config_name,
+            ", ".join(r for r in with_mocap if r not in with_video),
+            ", ".join(with_video),
+        )
+    return with_video
 
 
 def load_dataset(

@@ -230,3 +230,31 @@ def test_a_stream_left_half_read_exits_quietly(sample_release, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_video_configs_default_to_the_recordings_with_video(release_copy, cache_dir, caplog):
+    """A copy with every recording's .mat (one zip on figshare) but video of only some."""
+    for path in glob.glob(os.path.join(release_copy, "video_sequences", "s5-d1-*.mp4")):
+        os.remove(path)
+    with caplog.at_level("INFO", logger="rat7m"):
+        frames = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[2])
+    assert list(frames) == ["train"] and set(frames["train"]["recording"]) == {"s1-d1"}
+    assert "no video of the selected cameras for s5-d1; building s1-d1" in caplog.text
+    assert rat7m.load_dataset("mocap", data_dir=release_copy, cache_dir=cache_dir)["test"].num_rows == 30
+    with pytest.raises(MissingFileError, match=r"camera 2 of s5-d1 has no video chunks"):  # asked for: an error
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[2], recordings=["s5-d1"])
+    shutil.rmtree(os.path.join(release_copy, "video_sequences"))
+    with pytest.raises(SelectionError, match=r"motion capture for s1-d1, s5-d1 but no video chunk of camera\(s\) 2"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[2])
+
+
+def test_a_copy_that_gains_a_recording_is_not_served_from_the_older_cache(release_copy, cache_dir, sample_release):
+    videos = os.path.join(release_copy, "video_sequences")
+    for path in glob.glob(os.path.join(videos, "s5-d1-*.mp4")):
+        os.remove(path)
+    first = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[4])
+    assert list(first) == ["train"]
+    for path in glob.glob(os.path.join(sample_release.root, "video_sequences", "s5-d1-camera4-*.mp4")):
+        shutil.copy(path, videos)
+    again = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[4])
+    assert set(again) == {"train", "test"} and set(again["test"]["recording"]) == {"s5-d1"}
