@@ -31,8 +31,13 @@ class DownloadError(Rat7MError):
     """A download failed permanently (HTTP status, retries exhausted, no disk space)."""
 
 
+class DuplicateFileError(Rat7MError):
+    """A local release copy holds two different files with the same release name: which one is meant is unknown."""
+
+
 class UnsafeArchiveError(Rat7MError):
-    """A zip archive holds members that would escape their folder (``..``, absolute paths, links)."""
+    """A zip archive holds members that would escape their folder (``..``, absolute paths, links), or
+    whose declared sizes are implausible for a release file (a zip bomb, a lying header)."""
 
 
 class UnsafePickleError(Rat7MError):
