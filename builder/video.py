@@ -292,11 +292,11 @@ class _FrameTracker:
             yield _Anomaly(first_lost, self.position - first_lost, self._lost_message(source, first_lost))
         expected = (declared or 0) - self.discarded
         if expected > self.position:
+            ends = f"its data ends after frame {self.position - 1}" if self.position else "none of them can be read"
             yield _Anomaly(
                 self.position,
                 expected - self.position,
-                f"{source}: the file declares {expected} frames but its data ends after frame {self.position - 1}: "
-                "it is truncated",
+                f"{source}: the file declares {expected} frames but {ends}: it is truncated",
             )
             self.position = expected
 

@@ -258,3 +258,14 @@ def test_a_copy_that_gains_a_recording_is_not_served_from_the_older_cache(releas
         shutil.copy(path, videos)
     again = rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, cameras=[4])
     assert set(again) == {"train", "test"} and set(again["test"]["recording"]) == {"s5-d1"}
+
+
+def test_an_mp4_whose_index_lost_its_end_says_no_frame_can_be_read(release_copy, cache_dir):
+    path = _chunk_path(release_copy, "s1-d1", 3, 16)
+    with open(path, "rb") as file:
+        data = file.read()
+    assert data.index(b"moov") > data.index(b"mdat")  # the index is at the end: cutting the end damages it
+    with open(path, "wb") as file:
+        file.write(data[:-100])
+    with pytest.raises(VideoDecodeError, match=r"s1-d1-camera3-16\.mp4: the file declares 8 frames but none of them "):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[3])
