@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -21,24 +22,46 @@ def _list_of(kind):
     return parse
 
 
-def _add_selection(parser: argparse.ArgumentParser, *, with_config: bool = True) -> None:
-    if with_config:
-        parser.add_argument("config", help="mocap, cameras, frames, multiview, videos or mini")
-        parser.add_argument("--annotation-file", help="mini config: the annotation pickle (default: in --data-dir)")
-    parser.add_argument("--data-dir", help="local copy of the release (default: download from figshare)")
-    parser.add_argument("--recordings", type=_list_of(str), help="e.g. s1-d1,s5-d1 (default: all available)")
-    parser.add_argument("--cameras", type=_list_of(int), help="e.g. 1,2 (default: all six)")
-    parser.add_argument("--frame-step", type=int, default=1, help="keep samples whose index is a multiple of this")
-    parser.add_argument("--jpeg-quality", type=int, default=90)
-    parser.add_argument("--source", choices=("files", "archives"), default="files", help="figshare download mode")
-    parser.add_argument(
-        "--on-corrupt-video",
-        choices=("error", "skip"),
-        default="error",
-        help="damaged mp4: fail (default), or leave out its damaged frames (counted in a warning and the card)",
+def _add_recordings(parser) -> argparse.Action:
+    return parser.add_argument("--recordings", type=_list_of(str), help="e.g. s1-d1,s5-d1 (default: all available)")
+
+
+def _add_cameras(parser) -> argparse.Action:
+    return parser.add_argument("--cameras", type=_list_of(int), help="e.g. 1,2 (default: all six)")
+
+
+def _add_source(parser) -> argparse.Action:
+    return parser.add_argument(
+        "--source",
+        choices=("files", "archives"),
+        default="files",
+        help="figshare download: only the needed files (default), or whole article zips",
     )
-    parser.add_argument("--num-proc", type=int, default=None, help="processes for preparing")
-    parser.add_argument("--cache-dir", help="datasets cache folder")
+
+
+def _add_build_options(
+    parser: argparse.ArgumentParser, *, config_help: str, config_optional: bool = False
+) -> tuple[argparse._ArgumentGroup, list[argparse.Action]]:
+    """The config and the options of a build (prepare, export, push): their group and actions."""
+    parser.add_argument("config", nargs="?" if config_optional else None, help=config_help)
+    group = parser.add_argument_group("building the config")
+    return group, [
+        group.add_argument("--data-dir", help="local copy of the release (default: download from figshare)"),
+        group.add_argument("--annotation-file", help="mini config: the annotation pickle (default: in --data-dir)"),
+        _add_recordings(group),
+        _add_cameras(group),
+        group.add_argument("--frame-step", type=int, default=1, help="keep samples whose index is a multiple of this"),
+        group.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the pictures, 1–100"),
+        _add_source(group),
+        group.add_argument(
+            "--on-corrupt-video",
+            choices=("error", "skip"),
+            default="error",
+            help="damaged mp4: fail (default), or leave out its damaged frames (counted in a warning and the card)",
+        ),
+        group.add_argument("--num-proc", type=int, default=None, help="processes for preparing"),
+        group.add_argument("--cache-dir", help="datasets cache folder"),
+    ]
 
 
 def _config_kwargs(args) -> dict:
@@ -118,15 +141,27 @@ def cmd_download(args) -> None:
     if not args.dest and not args.dry_run:
         raise ValueError("--dest DIR is required (or --dry-run to only print sizes)")
     # Verified downloads live beside the destination, so materialising them is a hard link, not a copy.
-    cache_dir = args.cache_dir or os.path.join(args.dest or tempfile.mkdtemp(prefix="rat7m-"), ".rat7m-downloads")
-    index = figshare_index(
-        tuple(args.recordings or RECORDINGS),
-        tuple(args.cameras or CAMERAS),
-        cache_dir=cache_dir,
-        need_video=not args.no_video,
-        source="files" if args.dry_run else args.source,
-        download=not args.dry_run,
-    )
+    # A dry run without --dest keeps its listings in a temporary folder, deleted afterwards.
+    scratch = None
+    if args.cache_dir:
+        cache_dir = args.cache_dir
+    elif args.dest:
+        cache_dir = os.path.join(args.dest, ".rat7m-downloads")
+    else:
+        scratch = tempfile.mkdtemp(prefix="rat7m-")
+        cache_dir = os.path.join(scratch, ".rat7m-downloads")
+    try:
+        index = figshare_index(
+            tuple(args.recordings or RECORDINGS),
+            tuple(args.cameras or CAMERAS),
+            cache_dir=cache_dir,
+            need_video=not args.no_video,
+            source="files" if args.dry_run else args.source,
+            download=not args.dry_run,
+        )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if args.dry_run:
         print(size_table(index))
         return
@@ -169,7 +204,7 @@ def _notes(builder) -> dict:
 
 
 def cmd_export(args) -> None:
-    from .hub import export_dataset
+    from .hub import export_dataset, load_line
 
     if getattr(args, "engine", "local") == "ray":
         return _export_with_ray(args)
@@ -180,10 +215,11 @@ def cmd_export(args) -> None:
         builder.as_dataset(), args.config, args.to, max_shard_size=args.max_shard_size, build_notes=_notes(builder)
     )
     print(f"Exported {args.config!r} to {os.path.abspath(args.to)}")
-    print(f'Load it with: datasets.load_dataset("{os.path.abspath(args.to)}", "{args.config}")')
+    print(f"Load it with: {load_line(os.path.abspath(args.to), args.config)}")
 
 
 def _export_with_ray(args) -> None:
+    from .hub import load_line
     from .ray_export import INSTALL_HINT, export_with_ray, ray_available
 
     if not ray_available():
@@ -199,26 +235,55 @@ def _export_with_ray(args) -> None:
         f"Exported {args.config!r} to {where} on Ray: {result['num_examples']} rows in {len(result['files'])} "
         f"shards ({result['tasks_run']} written now, {result['shards_skipped']} already there)"
     )
-    print(f'Load it with: datasets.load_dataset("{where}", "{args.config}")')
+    print(f"Load it with: {load_line(where, args.config)}")
 
 
 def cmd_push(args) -> None:
-    from .hub import export_dataset, load_line, push_folder
+    from .hub import export_dataset, exported_configs, load_line, push_folder
 
-    folder = args.workdir or tempfile.mkdtemp(prefix="rat7m-push-")
-    builder = _prepared_builder(args)
-    export_dataset(
-        builder.as_dataset(), args.config, folder, max_shard_size=args.max_shard_size, build_notes=_notes(builder)
-    )
-    url = push_folder(folder, args.repo_id, private=args.private, revision=args.revision)
-    print(f"Pushed {args.config!r} to {url}")
-    print(f"Load it with: {load_line(args.repo_id, args.config)}")
+    if args.from_dir:
+        given = [a.option_strings[0] for a in args.build_actions if getattr(args, a.dest) != a.default]
+        if given:
+            raise ValueError(
+                f"--from uploads an existing export as it is: {', '.join(given)} only apply when push builds "
+                "the config (leave out --from)"
+            )
+        if not os.path.isfile(os.path.join(args.from_dir, "README.md")):
+            raise ValueError(f"--from {args.from_dir}: not an export folder (no README.md); run `rat7m export` first")
+        configs = [args.config] if args.config else exported_configs(args.from_dir)
+        url = push_folder(args.from_dir, args.repo_id, configs=configs, private=args.private, revision=args.revision)
+    else:
+        if not args.config:
+            raise ValueError("name the config to build and push, or give --from DIR to push an existing export")
+        configs = [args.config]
+        # The export lives only for the upload unless --workdir names a folder to keep.
+        folder = args.workdir or tempfile.mkdtemp(prefix="rat7m-push-")
+        try:
+            builder = _prepared_builder(args)
+            export_dataset(
+                builder.as_dataset(),
+                args.config,
+                folder,
+                max_shard_size=args.max_shard_size,
+                build_notes=_notes(builder),
+            )
+            url = push_folder(folder, args.repo_id, configs=configs, private=args.private, revision=args.revision)
+        finally:
+            if not args.workdir:
+                shutil.rmtree(folder, ignore_errors=True)
+    revision = None if args.revision in (None, "main") else args.revision
+    print(f"Pushed {', '.join(map(repr, configs))} to {url}")
+    for config in configs:
+        print(f"Load it with: {load_line(args.repo_id, config, revision)}")
 
 
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate_file
 
     print(evaluate_file(args.predictions, args))
+
+
+CONFIG_HELP = "mocap, cameras, frames, multiview, videos or mini"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,13 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     prepare = commands.add_parser("prepare", help="build (download if needed) and cache a config")
-    _add_selection(prepare)
+    _add_build_options(prepare, config_help=CONFIG_HELP)
     prepare.set_defaults(run=cmd_prepare)
 
     download = commands.add_parser("download", help="download raw release files into the helper-script layout")
-    _add_selection(download, with_config=False)
     download.add_argument("--dest", help="folder to fill (video_sequences/, annotations/); needed unless --dry-run")
+    _add_recordings(download)
+    _add_cameras(download)
+    _add_source(download)
     download.add_argument("--no-video", action="store_true", help="only the motion-capture .mat files")
+    download.add_argument(
+        "--cache-dir", help="where verified downloads and listings are kept (default: DEST/.rat7m-downloads)"
+    )
     download.add_argument(
         "--dry-run",
         action="store_true",
@@ -246,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=cmd_download)
 
     export = commands.add_parser("export", help="write a config as Hub-layout Parquet shards + dataset card")
-    _add_selection(export)
+    _add_build_options(export, config_help=CONFIG_HELP)
     export.add_argument("--to", required=True, help="output folder (with --engine ray: or an fsspec URL, s3://…)")
     export.add_argument("--max-shard-size", default="500MB", help="local engine: shard size (Ray: one per chunk)")
     export.add_argument(
@@ -260,21 +330,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(run=cmd_export)
 
-    push = commands.add_parser("push", help="export a config and upload it to the Hugging Face Hub")
-    _add_selection(push)
+    push = commands.add_parser(
+        "push",
+        help="upload a config to the Hugging Face Hub (built and exported now, or --from an export folder)",
+        description="Upload configs to a dataset repository on the Hub. The card on the Hub is merged: other "
+        "configs already there stay loadable; the pushed config's entries and files are replaced.",
+    )
     push.add_argument("--repo-id", required=True, help="ORG/NAME")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--revision", help="branch to push to")
-    push.add_argument("--max-shard-size", default="500MB")
-    push.add_argument("--workdir", help="export folder (default: a new temporary folder)")
-    push.set_defaults(run=cmd_push)
+    push.add_argument("--private", action="store_true", help="make a new repository private")
+    push.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    where = push.add_mutually_exclusive_group()
+    where.add_argument(
+        "--from",
+        dest="from_dir",
+        metavar="DIR",
+        help="upload the config (default: every config) already exported in DIR; nothing is built",
+    )
+    where.add_argument(
+        "--workdir",
+        help="export into this folder and keep it (default: a temporary folder, deleted after the upload)",
+    )
+    build, build_actions = _add_build_options(
+        push, config_help=f"{CONFIG_HELP}: the config to build and push (with --from: to push)", config_optional=True
+    )
+    build_actions.append(build.add_argument("--max-shard-size", default="500MB", help="shard size of the export"))
+    push.set_defaults(run=cmd_push, build_actions=build_actions)
 
     evaluate = commands.add_parser("evaluate", help="MPJPE, PA-MPJPE and N-MPJPE of 3D predictions")
     evaluate.add_argument("predictions", help=".npy (N×20×3) or .csv (N×60) in mm, rows in dataset order")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--config", default="mini", choices=("mini", "mocap"), help="what the rows follow")
+    evaluate.add_argument("--data-dir", help="local copy of the release (default: download from figshare)")
     evaluate.add_argument("--annotation-file", help="mini-RAT7M annotation pickle (default: found in --data-dir)")
-    _add_selection(evaluate, with_config=False)
+    _add_recordings(evaluate)
+    evaluate.add_argument(
+        "--frame-step", type=int, default=1, help="score samples whose index is a multiple of this (as predicted)"
+    )
+    evaluate.add_argument("--cache-dir", help="datasets cache folder (--config mocap)")
     evaluate.set_defaults(run=cmd_evaluate)
     return parser
 
@@ -285,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (Rat7MError, ValueError) as error:
         print(f"rat7m {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if not isinstance(error, HfHubHTTPError):
+            raise
+        # The Hub refused (authentication, permissions, a moved branch…): one line, never the token.
+        print(f"rat7m {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     return 0
 

@@ -8,7 +8,9 @@ the YAML header of ``README.md``. :func:`export_dataset` writes exactly what
     <to_dir>/README.md                                 (configs:, dataset_info:, card body)
 
 Stock ``datasets.load_dataset(to_dir, config)`` reads that folder, and after :func:`push_folder`
-stock ``datasets.load_dataset("<org>/<name>", config)`` reads the same rows from the Hub.
+stock ``datasets.load_dataset("<org>/<name>", config)`` reads the same rows from the Hub. Both an
+export into a folder and a push to the Hub merge with the card already there, config by config
+(:func:`_merge_cards`), so configs exported or pushed one after the other all stay loadable.
 
 The card body is ``dataset_card.md`` (see :func:`find_card_body`). The licence is stated as
 "see the figshare record": no public source states the licence of RAT7M, so none is invented.
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,11 @@ import datasets
 import yaml
 from datasets.arrow_writer import get_writer_batch_size_from_data_size, get_writer_batch_size_from_features
 from datasets.features.features import require_decoding
-from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 from datasets.table import embed_table_storage
-from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCardData
 
 __all__ = [
     "CARD_BODY_FILENAME",
@@ -91,6 +93,7 @@ _SIZE_CATEGORIES = [
 # Temporary folders live where huggingface_hub's upload_folder ignores them by default
 # (`.cache/huggingface/`), on the same file system as the export so the final rename is atomic.
 _TMP_PARENT = Path(".cache") / "huggingface" / "rat7m-export"
+_STAGE_PARENT = Path(".cache") / "huggingface" / "rat7m-push"
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 _NOTES_BEGIN = "<!-- rat7m-build-notes config={config} -->"
 _NOTES_END = "<!-- /rat7m-build-notes -->"
@@ -100,6 +103,10 @@ _NOTES_BLOCK_RE = re.compile(
 )
 _NOTES_HEADING = "## Build notes"
 _PLACEHOLDER_MARK = "<!-- rat7m-placeholder-card -->"
+# Marks a card rat7m wrote: what follows it is rewritten by every export and push (hidden on the Hub).
+_GENERATED_MARK = "<!-- rat7m: the sections below are rewritten by every `rat7m export` / `rat7m push` -->"
+_CONFIGS_HEADING = "## Configs in this repository"
+_ENTRY_KEYS = ("configs", "dataset_info")
 
 
 # --------------------------------------------------------------------------------------------- card body
@@ -205,13 +212,172 @@ def _existing_notes(readme_text: str) -> dict[str, str]:
     return {m.group("config"): m.group(0) for m in _NOTES_BLOCK_RE.finditer(readme_text)}
 
 
-def render_card(metadata: DatasetCardData | dict, body: str, notes_blocks: dict[str, str]) -> str:
-    """README text: YAML header, the card body, then a "Build notes" section (one block per config)."""
+def _human_size(num_bytes: int | None) -> str:
+    if not num_bytes:
+        return "–"
+    size = float(num_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+def _config_table(metadata: dict) -> str:
+    """The "Configs in this repository" table: every ``configs:`` entry, sizes from ``dataset_info:``."""
+    infos = {e.get("config_name", "default"): e for e in _entries(metadata.get("dataset_info"), "dataset_info")}
+    lines = ["| config | rows per split | Parquet size |", "| :-- | :-- | --: |"]
+    for entry in sorted(_entries(metadata.get("configs"), "configs"), key=lambda e: str(e.get("config_name"))):
+        name = str(entry.get("config_name"))
+        info = infos.get(name, {})
+        splits = info.get("splits") or []
+        rows = ", ".join(f"{s.get('name')}: {int(s.get('num_examples') or 0):,}" for s in splits if isinstance(s, dict))
+        lines.append(f"| `{name}` | {rows or '–'} | {_human_size(info.get('download_size'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_card(
+    metadata: DatasetCardData | dict, body: str, notes_blocks: dict[str, str], *, config_table: str | None = None
+) -> str:
+    """README text of a rat7m card: YAML header, the card body, then the generated sections.
+
+    The generated sections follow :data:`_GENERATED_MARK` and are rewritten by every export and push:
+    "Configs in this repository" (``config_table``; by default made from the ``configs:`` and
+    ``dataset_info:`` of ``metadata``) and "Build notes" (one block per config).
+    """
     data = metadata if isinstance(metadata, DatasetCardData) else DatasetCardData(**metadata)
-    text = f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"
+    if config_table is None:
+        config_table = _config_table(data.to_dict())
+    text = f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n\n{_GENERATED_MARK}\n"
+    text += f"\n{_CONFIGS_HEADING}\n\n{config_table}"
     if notes_blocks:
         text += f"\n{_NOTES_HEADING}\n\n" + "\n".join(notes_blocks[c] for c in sorted(notes_blocks))
     return text
+
+
+# --------------------------------------------------------------------------------------------- card merge
+
+
+@dataclass
+class _Card:
+    """A README.md taken apart. ``ours``: written by rat7m (its generated sections can be rewritten)."""
+
+    meta: dict
+    rest: str  # everything after the YAML header, verbatim
+    body: str  # ours: the prose without the generated sections; else == rest
+    notes: dict[str, str]
+    ours: bool
+
+
+def _entries(value: Any, key: str) -> list[dict]:
+    """The entries of ``configs:`` / ``dataset_info:`` as a list (``dataset_info`` may be one mapping)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list) and all(isinstance(e, dict) for e in value):
+        return list(value)
+    raise ValueError(f"`{key}:` of the card's YAML must be a list of mappings, found {type(value).__name__}")
+
+
+def _parse_card(text: str) -> _Card:
+    """Take a README apart; ``ValueError`` if its YAML header cannot be read."""
+    try:
+        meta, rest = _split_front_matter(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"its YAML header cannot be read ({error})") from error
+    for key in _ENTRY_KEYS:
+        _entries(meta.get(key), key)  # validate early
+    legacy = meta.get("pretty_name") == CARD_METADATA["pretty_name"] and (
+        meta.get("license_name") == CARD_METADATA["license_name"] or _NOTES_BLOCK_RE.search(rest) is not None
+    )
+    if _GENERATED_MARK in rest:
+        return _Card(meta, rest, rest.split(_GENERATED_MARK, 1)[0], _existing_notes(rest), True)
+    if legacy:  # written by an earlier rat7m: body, then (maybe) the build notes
+        heading = re.search(r"(?m)^## Build notes[ \t]*\r?\n", rest)
+        return _Card(meta, rest, rest[: heading.start()] if heading else rest, _existing_notes(rest), True)
+    return _Card(meta, rest, rest, {}, False)
+
+
+def _merge_entries(old: Any, key: str, new: dict[str, dict]) -> list[dict] | dict | None:
+    """Other configs' entries kept as they are, ``new`` ones replace theirs; sorted like ``datasets`` does."""
+    total = {e.get("config_name", "default"): e for e in _entries(old, key)}
+    total.update(new)
+    if not total:
+        return None
+    if key == "dataset_info" and len(total) == 1:
+        return next(iter(total.values()))  # a mapping when there is one config (what push_to_hub writes)
+    return [{**e, "config_name": name} if "config_name" not in e else e for name, e in sorted(total.items())]
+
+
+def _pick_entries(card: _Card, configs: list[str]) -> dict[str, dict[str, dict]]:
+    """``{"configs": {config: entry}, "dataset_info": {config: entry}}`` of ``configs`` in ``card``."""
+    picked = {}
+    for key in _ENTRY_KEYS:
+        entries = {e.get("config_name", "default"): e for e in _entries(card.meta.get(key), key)}
+        missing = [c for c in configs if c not in entries]
+        if missing:
+            raise ValueError(f"the card has no `{key}:` entry for {', '.join(map(repr, missing))}: export it again")
+        picked[key] = {c: entries[c] for c in configs}
+    return picked
+
+
+def _merge_cards(old: _Card | None, new: _Card, configs: list[str]) -> str:
+    """The README that results from adding (or replacing) ``configs`` of card ``new`` to card ``old``.
+
+    ``old`` is the card already at the destination (an export folder, or the Hub at a revision), or
+    None. Other configs' ``configs:`` and ``dataset_info:`` entries (and build notes) are kept as they
+    are; the entries of ``configs`` come from ``new``.
+
+    When both cards were written by rat7m, the prose (card body) and the metadata keys rat7m writes
+    come from ``new``; metadata keys ``new`` does not set are kept; the size category and the
+    generated sections ("Configs in this repository", "Build notes") are rewritten from the merged
+    entries. When ``old`` was not written by rat7m (a hand-written card), only its ``configs:`` and
+    ``dataset_info:`` entries of ``configs`` change: its other YAML keys and its text are kept as they
+    are, and a ``UserWarning`` says so.
+    """
+    picked = _pick_entries(new, configs)
+    existing = old is not None
+    if old is None:  # a new card: the source card, holding only the configs given
+        others = {k: v for k, v in new.meta.items() if k not in _ENTRY_KEYS}
+        old = _Card(others, new.rest, new.body, {}, new.ours)
+    meta = dict(old.meta)
+    if old.ours and new.ours:
+        meta.update({k: v for k, v in new.meta.items() if k not in _ENTRY_KEYS})
+    for key in _ENTRY_KEYS:
+        meta[key] = _merge_entries(old.meta.get(key), key, picked[key])
+    if not old.ours:
+        if existing:
+            warnings.warn(
+                "The existing README.md was not written by rat7m: its text and YAML keys are kept as they are; "
+                f"only the `configs:` and `dataset_info:` entries of {', '.join(map(repr, configs))} were updated",
+                UserWarning,
+                stacklevel=3,
+            )
+        header = DatasetCardData(**{k: v for k, v in meta.items() if v is not None}).to_yaml()
+        return f"---\n{header}\n---\n{old.rest}"
+
+    listed = {e["config_name"] for e in _entries(meta["configs"], "configs")}
+    notes = {c: b for c, b in old.notes.items() if c not in configs and c in listed}
+    if new.ours:
+        notes.update({c: new.notes[c] for c in configs if c in new.notes})
+    body = new.body if new.ours else old.body
+    # Size category from the largest config (configs are views of the same recordings, so their
+    # row counts are not added up).
+    largest = max(
+        (
+            sum(int(s.get("num_examples") or 0) for s in (e.get("splits") or []) if isinstance(s, dict))
+            for e in _entries(meta["dataset_info"], "dataset_info")
+        ),
+        default=0,
+    )
+    fixed = {k: meta.pop(k) for k in CARD_METADATA if k in meta}
+    fixed["size_categories"] = [size_category(largest)]
+    meta.pop("size_categories", None)
+    ordered = {**fixed, **{k: v for k, v in meta.items() if k not in _ENTRY_KEYS}}
+    ordered.update({k: meta[k] for k in _ENTRY_KEYS})
+    ordered = {k: v for k, v in ordered.items() if v is not None}
+    return render_card(ordered, body, notes)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -268,11 +434,13 @@ def export_dataset(
     embedded. The config folder is written in a temporary folder and renamed into place, so an
     interrupted export never leaves half a config; other configs in ``to_dir`` are left alone.
 
-    ``README.md`` is created or merged: the ``configs:`` and ``dataset_info:`` entries of other
-    configs are kept, this config's are replaced; the card metadata (pretty_name, licence, task,
-    tags, size category) is rewritten; the body is re-read from the card body file (see
-    :func:`find_card_body`) followed by per-config "Build notes" (``build_notes`` of this export;
-    the notes of other configs are kept).
+    ``README.md`` is created or merged (see :func:`_merge_cards`): the ``configs:`` and
+    ``dataset_info:`` entries of other configs are kept, this config's are replaced; the card
+    metadata (pretty_name, licence, task, tags, size category) is rewritten; the body is re-read
+    from the card body file (see :func:`find_card_body`) followed by the generated sections: the
+    "Configs in this repository" table (every config of the card) and per-config "Build notes"
+    (``build_notes`` of this export; the notes of other configs are kept). A ``README.md`` that
+    rat7m did not write keeps its text and other YAML keys (only the entries change, with a warning).
 
     Returns a summary: ``{"config", "dir", "readme", "files", "splits": {split: {...}},
     "num_examples", "num_bytes", "download_size"}`` (paths relative to ``to_dir``).
@@ -441,42 +609,26 @@ def _render_readme(
     body: str,
     build_notes: dict | None,
 ) -> str:
-    """The merged README text (``old_text``: the README already there, if any)."""
+    """The merged README text (``old_text``: the README already there, if any); see :func:`_merge_cards`."""
+    info_entry = info._to_yaml_dict()
+    info_entry.pop("config_name", None)
+    meta = {
+        **card_meta_from_body,
+        **CARD_METADATA,
+        "configs": [
+            {"config_name": config_name, "data_files": [{"split": s, "path": f"{config_name}/{s}-*"} for s in splits]}
+        ],
+        "dataset_info": [{"config_name": config_name, **info_entry}],
+    }
+    notes = {config_name: _render_notes_block(config_name, build_notes)} if build_notes else {}
+    new = _Card(meta, body, body, notes, True)
+    old = None
     if old_text is not None:
-        card_data = DatasetCard(old_text).data
-        notes_blocks = _existing_notes(old_text)
-    else:
-        card_data = DatasetCardData()
-        notes_blocks = {}
-    notes_blocks.pop(config_name, None)  # this config was rebuilt: its old notes are stale
-    if build_notes:
-        notes_blocks[config_name] = _render_notes_block(config_name, build_notes)
-
-    # Same helpers push_to_hub uses: they merge this config into the existing entries.
-    DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
-    MetadataConfigs(
-        {config_name: {"data_files": [{"split": s, "path": f"{config_name}/{s}-*"} for s in splits]}}
-    ).to_dataset_card_data(card_data)
-
-    # Size category from the largest config (configs are views of the same recordings, so their
-    # row counts are not added up).
-    infos = DatasetInfosDict.from_dataset_card_data(card_data)
-    largest = max(
-        (sum((s.num_examples or 0) for s in i.splits.values()) if i.splits else 0 for i in infos.values()),
-        default=0,
-    )
-    fixed = dict(CARD_METADATA, size_categories=[size_category(largest)])
-
-    merged = {**card_meta_from_body, **card_data.to_dict()}
-    merged.update(fixed)
-    # Key order of the header: card metadata first, then configs and dataset_info.
-    ordered = {k: merged[k] for k in fixed}
-    last = ("configs", "dataset_info")
-    ordered.update({k: v for k, v in merged.items() if k not in ordered and k not in last})
-    ordered["configs"] = merged["configs"]
-    ordered["dataset_info"] = merged["dataset_info"]
-    ordered = {k: v for k, v in ordered.items() if v is not None}
-    return render_card(ordered, body, notes_blocks)
+        try:
+            old = _parse_card(old_text)
+        except ValueError as error:
+            raise ValueError(f"The README.md already in the export folder: {error}. Fix or remove it.") from error
+    return _merge_cards(old, new, [config_name])
 
 
 # --------------------------------------------------------------------------------------------- push
@@ -486,19 +638,31 @@ def push_folder(
     folder: str | os.PathLike,
     repo_id: str,
     *,
+    configs: list[str] | None = None,
     private: bool = False,
     revision: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Upload an export folder to the dataset repository ``repo_id``; return the repository URL.
+    """Upload configs of an export folder to the dataset repository ``repo_id``; return the repository URL.
 
-    Creates the repository if needed (``private`` only applies to a new repository) and the branch
-    ``revision`` if given, then ``upload_folder``: files whose remote oid already matches are
-    skipped, so re-running after an interruption resumes (with ``hf_xet`` installed the upload is
-    split into several commits by itself). Remote files under the pushed config folders that the
-    folder no longer holds (e.g. shards of a re-export with fewer shards) are deleted in the same
-    upload, so a ``<config>/<split>-*`` pattern never matches stale shards.
+    ``configs``: the configs of ``folder`` to upload (default: all of them). Creates the repository if
+    needed (``private`` only applies to a new repository) and the branch ``revision`` if given.
+
+    The card is merged with the ``README.md`` already on the Hub at that revision (see
+    :func:`_merge_cards`): the other configs' ``configs:`` / ``dataset_info:`` entries, build notes
+    and Parquet files stay; the uploaded configs' entries are replaced, and their remote files that
+    the folder no longer holds (e.g. shards of a re-export with fewer shards) are deleted in the
+    same upload, so a ``<config>/<split>-*`` pattern never matches stale shards. A hand-written card
+    keeps its text and YAML keys; only the uploaded configs' entries are added to it. A card whose
+    YAML cannot be read is not overwritten: ``ValueError``, nothing uploaded. The upload is based on
+    the commit whose card was read (``parent_commit``): if the branch moves meanwhile, it fails
+    instead of overwriting the other commit's card.
+
+    The upload is ``upload_folder`` of a staging folder (the card and hard links to the shards,
+    under ``<folder>/.cache/huggingface/``, removed afterwards): files whose remote oid already
+    matches are skipped, so re-running after an interruption resumes (with ``hf_xet`` installed the
+    upload is split into several commits by itself).
 
     The token comes from ``token`` or the standard discovery (``HF_TOKEN``, ``hf auth login``);
     it is never printed or logged here.
@@ -506,28 +670,97 @@ def push_folder(
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    if not (folder / "README.md").is_file():
+    readme = folder / "README.md"
+    if not readme.is_file():
         raise FileNotFoundError(f"{folder} has no README.md: export a config into it first")
-    configs = exported_configs(folder)
+    exported = exported_configs(folder)
+    if configs is None:
+        configs = exported
+    configs = list(dict.fromkeys(configs))
+    missing = [c for c in configs if c not in exported]
+    if missing:
+        raise ValueError(
+            f"{folder} holds no export of {', '.join(map(repr, missing))} (it holds: {', '.join(exported) or 'none'})"
+        )
+    if not configs:
+        raise ValueError(f"{folder} holds no exported config: export one into it first")
+    try:
+        local = _parse_card(readme.read_text(encoding="utf-8"))
+        _pick_entries(local, configs)  # a card lacking the entries fails before any request
+    except ValueError as error:
+        raise ValueError(f"{readme}: {error}") from error
+
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     repo_id = repo_url.repo_id or repo_id
     if revision is not None:
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type="dataset",
-        revision=revision,
-        commit_message=commit_message or f"Upload RAT7M ({', '.join(configs) or 'card'})",
-        # Only the export itself: the card and the shards of each config folder.
-        allow_patterns=["README.md", *(f"{c}/*.parquet" for c in configs)],
-        delete_patterns=[f"{c}/*" for c in configs] or None,
-    )
+    # The card on the Hub, read at a fixed commit that is also the upload's parent commit.
+    head = api.repo_info(repo_id, repo_type="dataset", revision=revision)
+    remote = None
+    if any(sibling.rfilename == "README.md" for sibling in head.siblings or []):
+        path = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=head.sha)
+        try:
+            remote = _parse_card(Path(path).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"The README.md of {repo_id} (revision {revision or 'main'}) is kept as it is and nothing was "
+                f"uploaded: {error}. Fix or delete it on the Hub, then push again."
+            ) from error
+    card_text = _merge_cards(remote, local, configs)
+
+    stage = _staging_folder(folder)
+    try:
+        _write_text_atomic(stage / "README.md", card_text)
+        for config in configs:
+            (stage / config).mkdir()
+            for shard in sorted((folder / config).iterdir()):
+                if _SHARD_RE.match(shard.name) and shard.is_file():
+                    _link(shard, stage / config / shard.name)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(stage),
+            repo_type="dataset",
+            revision=revision,
+            commit_message=commit_message or f"Upload RAT7M ({', '.join(configs)})",
+            delete_patterns=[f"{c}/*" for c in configs],
+            parent_commit=head.sha,
+        )
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if folder in stage.parents:  # the empty .cache/huggingface/rat7m-push folders too
+            for parent in (stage.parent, stage.parent.parent, stage.parent.parent.parent):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
     url = str(repo_url).rstrip("/")
     if revision is not None:
         url += f"/tree/{revision}"
     return url
+
+
+def _staging_folder(folder: Path) -> Path:
+    """A new empty folder for the files of one upload: inside ``folder`` (so shards can be hard links)."""
+    try:
+        parent = folder / _STAGE_PARENT
+        parent.mkdir(parents=True, exist_ok=True)
+        stage = parent / uuid.uuid4().hex[:12]
+        stage.mkdir()
+        return stage
+    except OSError:  # a read-only export folder: stage elsewhere (shards as symbolic links)
+        return Path(tempfile.mkdtemp(prefix="rat7m-push-stage-"))
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` names the same bytes as ``src``: a hard link, else a symbolic link, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            os.symlink(src.resolve(), dst)
+        except OSError:
+            shutil.copy2(src, dst)
 
 
 def exported_configs(folder: str | os.PathLike) -> list[str]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import tempfile
+from pathlib import Path
 
 import datasets
+import pytest
 from helpers import assert_same_rows
 from PIL import Image
 from standins.figshare import figshare, serve_release  # noqa: F401  (fixture)
@@ -56,3 +60,60 @@ def test_export_loads_with_stock_datasets(sample_release, tmp_path):
     assert main(argv) == 0
     loaded = datasets.load_dataset(str(to), "cameras", split="test")
     assert loaded.num_rows == 6 and loaded["camera"] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------ options
+
+COMMANDS = ("demo", "prepare", "download", "export", "push", "evaluate")
+BUILD_OPTIONS = {
+    "--data-dir", "--annotation-file", "--recordings", "--cameras", "--frame-step", "--jpeg-quality", "--source",
+    "--on-corrupt-video", "--num-proc", "--cache-dir",
+}  # fmt: skip
+OFFERED = {
+    "demo": {"--workdir", "--out"},
+    "prepare": BUILD_OPTIONS,
+    "download": {"--dest", "--recordings", "--cameras", "--source", "--no-video", "--cache-dir", "--dry-run"},
+    "export": BUILD_OPTIONS | {"--to", "--max-shard-size", "--engine", "--ray-address"},
+    "push": BUILD_OPTIONS | {"--repo-id", "--private", "--revision", "--from", "--workdir", "--max-shard-size"},
+    "evaluate": {
+        "--split", "--config", "--data-dir", "--annotation-file", "--recordings", "--frame-step", "--cache-dir",
+    },
+}  # fmt: skip
+
+
+def offered_options(command: str, capsys) -> set[str]:
+    """The options in the usage line of `rat7m COMMAND --help`."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out.split("\n\n", 1)[0]
+    return set(re.findall(r"\[?(--[a-z][a-z-]*)", usage)) - {"--help"}
+
+
+def test_each_subcommand_offers_only_the_options_it_uses(capsys):
+    for command in COMMANDS:
+        assert offered_options(command, capsys) == OFFERED[command], command
+
+
+def test_readme_command_lines_use_only_offered_options(capsys):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    names = "|".join(COMMANDS)
+    uses = re.findall(rf"`rat7m ({names})\b([^`]*)`", readme)
+    uses += re.findall(rf"(?m)^rat7m ({names})\b([^#\n]*)", readme)
+    assert {command for command, _ in uses} >= {"prepare", "download", "export", "push", "evaluate"}
+    offered = {command: offered_options(command, capsys) for command in COMMANDS}
+    for command, text in uses:
+        unknown = set(re.findall(r"(--[a-z][a-z-]*)", text)) - offered[command]
+        assert not unknown, f"README: `rat7m {command}{text}` uses {sorted(unknown)}"
+
+
+def test_download_dry_run_leaves_no_temporary_folder(figshare, sample_release, tmp_path, monkeypatch, capsys):  # noqa: F811
+    serve_release(figshare, sample_release.root)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["download", "--dry-run", "--recordings", "s1-d1", "--cameras", "2", "--no-video"]) == 0
+    assert "s1-d1" in capsys.readouterr().out
+    assert list(scratch.iterdir()) == []
+    assert main(["download", "--recordings", "s1-d1", "--no-video"]) == 1  # --dest is required without --dry-run
+    assert "--dest DIR is required" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from helpers import assert_same_rows, raw_images
 from PIL import Image as PILImage
-from standins.hub import HubStandIn
+from standins.hub import Blob, Commit, HubStandIn
 
 from rat7m_builder import hub
 from rat7m_builder.hub import export_dataset, find_card_body, load_line, push_folder, size_category
@@ -124,6 +124,12 @@ def read_card(folder: Path) -> tuple[dict, str]:
     return yaml.safe_load(match.group(1)), match.group(2)
 
 
+def config_table(body: str) -> dict[str, str]:
+    """The "Configs in this repository" table of a card body: config → rows per split."""
+    section = body.split("## Configs in this repository", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"(?m)^\| `([^`]+)` \| ([^|]+?) \|", section))
+
+
 def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
 
@@ -199,6 +205,8 @@ def test_export_layout_and_card(tmp_path, frames_dd, mocap_dd, card_body):
     assert body.lstrip().startswith("# RAT7M (test card)")
     assert "## Build notes" in body and "### `frames`" in body and "**frame_step**: 5" in body
     assert "### `mocap`" not in body
+    # The human-readable list of configs shows every config of the folder.
+    assert config_table(body) == {"frames": "train: 12, test: 5", "mocap": "train: 40, test: 9"}
 
 
 def test_stock_load_dataset_reads_the_export(tmp_path, frames_dd, mocap_dd, card_body):
@@ -240,6 +248,82 @@ def test_second_export_keeps_the_first_and_reexport_replaces_only_its_config(tmp
     loaded = datasets.load_dataset(str(out), "frames", cache_dir=str(tmp_path / "cache"))
     assert list(loaded) == ["train"]
     assert_same_dataset(loaded["train"], smaller["train"])
+
+
+HAND_WRITTEN_CARD = """---
+license: mit
+language: [en]
+my_own_key: kept
+configs:
+- config_name: extra
+  data_files: extra/*.parquet
+---
+
+# Our lab's RAT7M mirror
+
+Written by hand: rat7m must not rewrite this text.
+"""
+
+
+def test_export_into_a_folder_with_a_hand_written_readme_keeps_its_text_and_keys(tmp_path, mocap_dd, card_body):
+    out = tmp_path / "export"
+    (out / "extra").mkdir(parents=True)
+    datasets.Dataset.from_dict({"a": [1]}).to_parquet(str(out / "extra" / "data.parquet"))
+    (out / "README.md").write_text(HAND_WRITTEN_CARD, encoding="utf-8")
+    with pytest.warns(UserWarning, match="not written by rat7m"):
+        export_dataset(mocap_dd, "mocap", out, card_body_path=card_body, build_notes={"note": "x"})
+    meta, body = read_card(out)
+    assert body == HAND_WRITTEN_CARD.split("---\n", 2)[2], "the hand-written text is kept as it is"
+    assert (meta["license"], meta["language"], meta["my_own_key"]) == ("mit", ["en"], "kept")
+    assert by_config(meta["configs"]) == {
+        "extra": {"config_name": "extra", "data_files": "extra/*.parquet"},
+        "mocap": {
+            "config_name": "mocap",
+            "data_files": [{"split": "train", "path": "mocap/train-*"}, {"split": "test", "path": "mocap/test-*"}],
+        },
+    }
+    assert set(by_config(meta["dataset_info"])) == {"mocap"}
+    for config, rows in (("mocap", 40), ("extra", 1)):
+        loaded = datasets.load_dataset(str(out), config, split="train", cache_dir=str(tmp_path / f"c-{config}"))
+        assert loaded.num_rows == rows
+
+
+def test_a_card_written_by_an_earlier_rat7m_is_recognised(tmp_path, frames_dd, mocap_dd, card_body):
+    """Cards without the generated-sections mark (earlier versions): body replaced, build notes kept."""
+    out = tmp_path / "export"
+    export_dataset(frames_dd, "frames", out, card_body_path=card_body, build_notes={"note": "frames-notes"})
+    meta, body = read_card(out)
+    legacy_body = "# Old RAT7M body\n\n## Build notes\n\n" + body.split("## Build notes\n\n", 1)[1]
+    legacy = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + legacy_body
+    (out / "README.md").write_text(legacy, encoding="utf-8")
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    meta, body = read_card(out)
+    assert "Old RAT7M body" not in body and body.lstrip().startswith("# RAT7M (test card)")
+    assert "frames-notes" in body and body.count("## Build notes") == 1
+    assert sorted(by_config(meta["configs"])) == ["frames", "mocap"]
+    assert config_table(body) == {"frames": "train: 12, test: 5", "mocap": "train: 40, test: 9"}
+
+
+def test_merging_a_card_into_itself_changes_nothing(tmp_path, frames_dd, mocap_dd, card_body):
+    out = tmp_path / "export"
+    export_dataset(frames_dd, "frames", out, card_body_path=card_body, build_notes={"a": 1})
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body, build_notes={"b": [1, 2]})
+    text = (out / "README.md").read_text(encoding="utf-8")
+    card = hub._parse_card(text)
+    assert card.ours
+    for configs in (["frames"], ["mocap"], ["frames", "mocap"]):
+        assert hub._merge_cards(card, card, configs) == text
+    assert hub._merge_cards(None, card, ["frames", "mocap"]) == text
+    # A card holding only mocap, merged into one holding only frames: both, notes of both.
+    alone = tmp_path / "alone"
+    export_dataset(mocap_dd, "mocap", alone, card_body_path=card_body, build_notes={"b": [1, 2]})
+    only_frames = hub._merge_cards(None, card, ["frames"])
+    merged = hub._merge_cards(
+        hub._parse_card(only_frames), hub._parse_card((alone / "README.md").read_text()), ["mocap"]
+    )
+    assert merged == text
+    with pytest.raises(ValueError, match="YAML header cannot be read"):
+        hub._parse_card("---\nconfigs: [unclosed\n---\nbody\n")
 
 
 def test_failed_export_leaves_the_previous_one_untouched(tmp_path, mocap_dd, card_body):
@@ -325,13 +409,15 @@ def _run(code: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def _load_from_hub(repo_id: str, configs: list[str], save_to: Path, env: dict) -> dict[str, datasets.DatasetDict]:
+def _load_from_hub(
+    repo_id: str, configs: list[str], save_to: Path, env: dict, revision: str | None = None
+) -> dict[str, datasets.DatasetDict]:
     """Stock load_dataset("org/name", config) in a fresh process, saved to disk for comparison here."""
     result = _run(
         f"""
         import datasets
         for config in {configs!r}:
-            ds = datasets.load_dataset({repo_id!r}, config)
+            ds = datasets.load_dataset({repo_id!r}, config, revision={revision!r})
             ds.save_to_disk({str(save_to)!r} + "/" + config)
         """,
         env,
@@ -414,6 +500,112 @@ def test_push_then_stock_load_from_the_hub(tmp_path, frames_dd, mocap_dd, card_b
             "frames/test-00000-of-00001.parquet",
             "frames/train-00000-of-00001.parquet",
         ]
+
+
+def _put_files(standin: HubStandIn, repo_id: str, files: dict[str, bytes]) -> str:
+    """Commit files to a stand-in repository directly (as if someone had pushed them); return the commit."""
+    with standin.lock:
+        repo = standin.repos.get(("dataset", repo_id)) or standin.create_repo("dataset", repo_id)
+        head = repo.commits[repo.branches["main"]]
+        sha = standin._new_sha(repo_id, head.sha, "by hand")
+        blobs = {path: Blob(data, lfs=path.endswith(".parquet")) for path, data in files.items()}
+        tree = {**head.files, **blobs}
+        repo.commits[sha] = Commit(sha=sha, parent=head.sha, title="by hand", date=head.date, files=tree)
+        repo.branches["main"] = sha
+    return sha
+
+
+def _push(env: dict, folder: Path, repo_id: str, **kwargs) -> subprocess.CompletedProcess:
+    return _run(
+        f"""
+        from rat7m_builder.hub import push_folder
+        print("URL", push_folder({str(folder)!r}, {repo_id!r}, **{kwargs!r}))
+        """,
+        env,
+    )
+
+
+def test_pushing_one_config_after_another_keeps_both_loadable(tmp_path, frames_dd, mocap_dd, card_body):
+    """What `rat7m push frames` then `rat7m push mocap` do: two exports, each pushed from its own folder."""
+    frames_dir, mocap_dir = tmp_path / "frames-export", tmp_path / "mocap-export"
+    notes = {"n": "f1"}
+    export_dataset(frames_dd, "frames", frames_dir, card_body_path=card_body, max_shard_size="20KB", build_notes=notes)
+    export_dataset(mocap_dd, "mocap", mocap_dir, card_body_path=card_body, build_notes={"n": "m1"})
+    frames_shards = files_under(frames_dir / "frames")
+    assert len(frames_shards) > 2
+
+    with HubStandIn(upload_mode="auto", token=TOKEN) as standin:
+        env = _env(standin.url, tmp_path / "hf_home", xet=False)
+        for folder in (frames_dir, mocap_dir):
+            pushed = _push(env, folder, "org/rat7m")
+            assert pushed.returncode == 0, pushed.stderr[-4000:]
+        remote = standin.files("org/rat7m")
+        assert sorted(remote) == [".gitattributes", "README.md"] + [f"frames/{f}" for f in frames_shards] + [
+            "mocap/test-00000-of-00001.parquet",
+            "mocap/train-00000-of-00001.parquet",
+        ]
+        (tmp_path / "hub-card").mkdir()
+        (tmp_path / "hub-card" / "README.md").write_bytes(remote["README.md"])
+        meta, body = read_card(tmp_path / "hub-card")
+        assert sorted(by_config(meta["configs"])) == ["frames", "mocap"]
+        assert sorted(by_config(meta["dataset_info"])) == ["frames", "mocap"]
+        assert config_table(body) == {"frames": "train: 12, test: 5", "mocap": "train: 40, test: 9"}
+        assert "### `frames`" in body and "### `mocap`" in body and body.count("## Build notes") == 1
+        loaded = _load_from_hub("org/rat7m", ["frames", "mocap"], tmp_path / "from_hub", env)
+        for config, original in (("frames", frames_dd), ("mocap", mocap_dd)):
+            for split in original:
+                assert_same_dataset(loaded[config][split], original[split])
+
+        # frames again, smaller (one shard, one split): its stale shards go; mocap and its entries stay.
+        smaller = datasets.DatasetDict({"train": make_frames(3, seed=7)})
+        again = tmp_path / "frames-again"
+        export_dataset(smaller, "frames", again, card_body_path=card_body, build_notes={"n": "f2"})
+        pushed = _push(env, again, "org/rat7m")
+        assert pushed.returncode == 0, pushed.stderr[-4000:]
+        after = standin.files("org/rat7m")
+        assert sorted(f for f in after if f.startswith("frames/")) == ["frames/train-00000-of-00001.parquet"]
+        assert {f: after[f] for f in after if f.startswith("mocap/")} == {
+            f: remote[f] for f in remote if f.startswith("mocap/")
+        }
+        (tmp_path / "hub-card" / "README.md").write_bytes(after["README.md"])
+        meta, body = read_card(tmp_path / "hub-card")
+        assert by_config(meta["dataset_info"])["mocap"] == by_config(read_card(mocap_dir)[0]["dataset_info"])["mocap"]
+        assert config_table(body) == {"frames": "train: 3", "mocap": "train: 40, test: 9"}
+        assert "f2" in body and "f1" not in body and "m1" in body
+        loaded = _load_from_hub("org/rat7m", ["frames", "mocap"], tmp_path / "from_hub_2", env)
+        assert list(loaded["frames"]) == ["train"]
+        assert_same_dataset(loaded["frames"]["train"], smaller["train"])
+        assert_same_dataset(loaded["mocap"]["test"], mocap_dd["test"])
+
+
+def test_push_onto_a_card_rat7m_did_not_write(tmp_path, mocap_dd, card_body):
+    """A hand-written card keeps its text and YAML keys; a card whose YAML cannot be read is not touched."""
+    out = tmp_path / "export"
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    extra = io.BytesIO()
+    datasets.Dataset.from_dict({"a": [1, 2]}).to_parquet(extra)
+    broken = b"---\nconfigs: [unclosed\n---\nHand-written.\n"
+    with HubStandIn(upload_mode="auto", token=TOKEN) as standin:
+        hand = {"README.md": HAND_WRITTEN_CARD.encode(), "extra/data.parquet": extra.getvalue()}
+        _put_files(standin, "org/hand", hand)
+        broken_head = _put_files(standin, "org/broken", {"README.md": broken})
+        env = _env(standin.url, tmp_path / "hf_home", xet=False)
+
+        pushed = _push(env, out, "org/hand")
+        assert pushed.returncode == 0, pushed.stderr[-4000:]
+        assert "not written by rat7m" in pushed.stderr
+        card = standin.files("org/hand")["README.md"].decode()
+        assert card.endswith(HAND_WRITTEN_CARD.split("---\n", 2)[2]), "the hand-written text is kept"
+        meta = yaml.safe_load(card.split("---\n")[1])
+        assert (meta["license"], meta["my_own_key"]) == ("mit", "kept")
+        assert sorted(by_config(meta["configs"])) == ["extra", "mocap"]
+        loaded = _load_from_hub("org/hand", ["mocap", "extra"], tmp_path / "from_hub", env)
+        assert_same_dataset(loaded["mocap"]["test"], mocap_dd["test"])
+        assert loaded["extra"]["train"]["a"] == [1, 2]
+
+        refused = _push(env, out, "org/broken")
+        assert refused.returncode != 0 and "YAML header cannot be read" in refused.stderr
+        assert standin.head("org/broken") == broken_head and standin.files("org/broken")["README.md"] == broken
 
 
 def test_export_matches_stock_push_to_hub(tmp_path, mocap_dd, card_body):
@@ -549,3 +741,65 @@ def test_rat7m_push_command_end_to_end(tmp_path, sample_release):
     for split in ("train", "test"):
         assert_same_rows(loaded[split], local[split])
     assert loaded["test"]["camera"] == [1, 2, 3, 4, 5, 6]
+
+
+def _rat7m(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["rat7m", *args], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_rat7m_push_exports_to_a_temporary_folder_and_deletes_it(tmp_path, sample_release):
+    """Two `rat7m push` of different configs to one branch: both load from it; no temporary export is left."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    build = ["--data-dir", sample_release.root, "--cache-dir", str(tmp_path / "cache")]
+    with HubStandIn(upload_mode="auto", token=TOKEN) as standin:
+        env = {**_env(standin.url, tmp_path / "hf_home", xet=False), "TMPDIR": str(scratch)}
+        for config in ("cameras", "mocap"):
+            pushed = _rat7m(["push", config, "--repo-id", "org/rat7m", "--revision", "dev", *build], env)
+            assert pushed.returncode == 0, pushed.stderr[-4000:]
+            assert f'Load it with: datasets.load_dataset("org/rat7m", "{config}", revision="dev")' in pushed.stdout
+            assert f"{standin.url}/datasets/org/rat7m/tree/dev" in pushed.stdout
+            assert not list(scratch.iterdir()), "the temporary export is deleted"
+        assert (
+            sorted(f.split("/")[0] for f in standin.files("org/rat7m", "dev") if "/" in f)
+            == ["cameras"] * 2 + ["mocap"] * 2
+        )
+        assert "README.md" not in standin.files("org/rat7m"), "main is untouched"
+        loaded = _load_from_hub("org/rat7m", ["cameras", "mocap"], tmp_path / "loaded", env, revision="dev")
+        assert loaded["cameras"]["test"]["camera"] == [1, 2, 3, 4, 5, 6]
+        assert loaded["mocap"]["test"].num_rows > 0
+
+        # A push that fails (here: a wrong token) deletes its temporary export too, and says why in one line.
+        env["HF_TOKEN"] = "hf_WrongSecretTokenABCDEFGHIJ"
+        failed = _rat7m(["push", "cameras", "--repo-id", "org/rat7m", *build], env)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr
+        assert "rat7m push: error:" in failed.stderr and "hf_WrongSecretTokenABCDEFGHIJ" not in failed.stderr
+        assert not list(scratch.iterdir())
+
+
+def test_rat7m_push_from_an_export_folder(tmp_path, sample_release):
+    """`export` two configs into one folder, then `push --from` it: nothing is built, both configs go up."""
+    from rat7m_builder.cli import main
+
+    to = tmp_path / "hub"
+    build = ["--data-dir", sample_release.root, "--cache-dir", str(tmp_path / "cache")]
+    for config in ("cameras", "mocap"):
+        assert main(["export", config, *build, "--to", str(to)]) == 0
+    with HubStandIn(upload_mode="auto", token=TOKEN) as standin:
+        env = _env(standin.url, tmp_path / "hf_home", xet=False)
+        refused = _rat7m(["push", "mocap", "--from", str(to), "--repo-id", "org/rat7m", "--frame-step", "2"], env)
+        assert refused.returncode == 1 and "--frame-step only apply when push builds" in refused.stderr
+        assert ("dataset", "org/rat7m") not in standin.repos
+
+        pushed = _rat7m(["push", "--from", str(to), "--repo-id", "org/rat7m"], env)
+        assert pushed.returncode == 0, pushed.stderr[-4000:]
+        assert 'Load it with: datasets.load_dataset("org/rat7m", "cameras")' in pushed.stdout
+        assert 'Load it with: datasets.load_dataset("org/rat7m", "mocap")' in pushed.stdout
+        remote = standin.files("org/rat7m")
+        assert sorted(remote) == [".gitattributes", *files_under(to)]
+        assert all(remote[f] == (to / f).read_bytes() for f in files_under(to)), "the card too, byte for byte"
+        loaded = _load_from_hub("org/rat7m", ["cameras", "mocap"], tmp_path / "loaded", env)
+    for config in ("cameras", "mocap"):
+        local = datasets.load_dataset(str(to), config, cache_dir=str(tmp_path / f"local-{config}"))
+        for split in ("train", "test"):
+            assert_same_rows(loaded[config][split], local[split])
