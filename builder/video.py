@@ -447,6 +447,9 @@ class VideoDamage:
 def scan_damage(file: IO[bytes], source: str) -> VideoDamage:
     """Decode a whole mp4 (no conversion) and return which frames are damaged; never raises for bad data.
 
+    A file that cannot be opened or read at all (`UnreadableVideoError`, or a zip member whose bytes
+    fail their check) has every frame damaged: ``bad`` is None.
+
     Decodes single-threaded (`CHECKED_DECODER_THREAD_TYPE`), so the result is the same on every run;
     decode the file again with ``iter_decoded_frames(..., skip=damage.bad, thread_type=
     CHECKED_DECODER_THREAD_TYPE)`` to get exactly the frames this scan found intact.
@@ -459,6 +462,8 @@ def scan_damage(file: IO[bytes], source: str) -> VideoDamage:
                 anomalies.append(event)
     except UnreadableVideoError as error:
         return VideoDamage(None, None, (str(error).removesuffix(f" {_REDOWNLOAD}"),))
+    except VideoDecodeError as error:  # the bytes themselves cannot be read (a damaged zip member)
+        return VideoDamage(None, None, (str(error),))
     except av.error.FFmpegError:
         anomalies.append(_Anomaly(tracker.position, 1, f"{source}: reading failed at frame {tracker.position}"))
     bad: set[int] = set()

@@ -23,6 +23,7 @@ import pytest
 import rat7m
 from rat7m_builder import sources
 from rat7m_builder.errors import (
+    CorruptVideoWarning,
     DuplicateFileError,
     MissingFileError,
     MocapFormatError,
@@ -182,6 +183,11 @@ def test_damaged_video_member_is_a_video_error_naming_the_zip(sample_release, sa
         _load("frames", str(data_dir), cache_dir, cameras=[3])
     assert str(error.value).startswith(f"{video_zip}: member '{CHUNK}' ") and REPLACE in str(error.value)
     assert _prepared_info_files(cache_dir) == []
+    # on_corrupt_video="skip": the member's frames are left out like a damaged mp4's, the rest is built
+    with pytest.warns(CorruptVideoWarning, match="examples left out"):
+        skipped = _load("frames", str(data_dir), cache_dir, cameras=[3], on_corrupt_video="skip", split="train")
+    start = int(CHUNK.removesuffix(".mp4").rsplit("-", 1)[1])
+    assert skipped.num_rows > 0 and not set(range(start, start + 8)) & set(skipped["frame_index"])
 
 
 def test_member_gone_since_indexing_is_a_missing_file_naming_the_zip(sample_release, tmp_path):
