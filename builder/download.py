@@ -16,36 +16,46 @@ downloads folder, so ``cache_dir`` and offline reuse behave as in `datasets`)::
       article-13751023-v1/s1-d1-camera1-0.mp4   a verified file
       article-13751023-v1/s1-d1-camera1-0.mp4.md5          its md5 (so a re-run needs no hashing)
       article-13751023-v1/s1-d1-camera1-3500.mp4.incomplete  a partial download (resumed next time)
+      article-13751023-v1/.s1-d1-camera1-0.mp4.lock        taken while a process downloads the file
       article-13751023-v1.zip                   archive mode: the article's zip
       article-13751023-v1.zip.verified.json     the members whose CRC was checked
 
 A file is only ever visible under its final name once verified: downloads go to ``*.incomplete`` and
-are renamed into place. Endpoints come from ``RAT7M_FIGSHARE_API_URL`` / ``RAT7M_FIGSHARE_URL`` (read
-at call time), so tests point them at a stand-in server.
+are renamed into place. Processes sharing a cache take turns per file (its ``.lock``), so the one
+that waited finds the file done and reuses it. Endpoints come from ``RAT7M_FIGSHARE_API_URL`` /
+``RAT7M_FIGSHARE_URL`` (read at call time), so tests point them at a stand-in server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
 import logging
 import os
 import random
+import secrets
 import shutil
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import filelock
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connectionpool
 
-from .errors import ChecksumError, DownloadError, MissingFileError, SelectionError
+from .errors import ChecksumError, DownloadError, MissingFileError, Rat7MError, SelectionError
 from .manifest import MOCAP_ARTICLE, VIDEO_ARTICLES, check_recording, parse_mocap_name, parse_video_name
-from .sources import FileRef, ReleaseIndex, describe_names, index_zip, open_file
+from .sources import REPLACE_ZIP_ADVICE, FileRef, ReleaseIndex, describe_names, index_zip, open_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,16 @@ CHUNK_SIZE = 1 << 20
 DISK_MARGIN = 64 * 1024 * 1024
 #: HTTP statuses worth retrying: rate limiting and server-side trouble.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Most bytes one `download_file` call may receive, as a multiple of the file's size, before it gives
+#: up. A server that honours Range sends each byte once; one that ignores it sends the file again from
+#: byte 0 after every drop, so a line that drops often would otherwise download a 10 GB chunk without
+#: end. 4× lets such a server survive two or three drops.
+MAX_TRANSFER_FACTOR = 4
+#: Seconds between looks at the cancel flag while waiting for another process to finish a file.
+LOCK_POLL_SECONDS = 0.2
+#: Seconds a cancelled batch (Ctrl-C) waits for its workers to close their partial files. Their
+#: connections are cut when the batch is cancelled, so they normally stop at once.
+CANCEL_GRACE_SECONDS = 5.0
 
 #: What goes wrong on the way (resets, drops, timeouts) rather than at the server's decision.
 _TRANSIENT_ERRORS = (
@@ -79,6 +99,15 @@ _TRANSIENT_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+#: Every other failure of requests or urllib3 (too many redirects, an unsupported or invalid URL, …):
+#: retrying would fail the same way, so it is reported at once, as a `DownloadError` naming the URL.
+_PERMANENT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
+
+
+def _describe_request_error(error: BaseException) -> str:
+    if isinstance(error, requests.exceptions.TooManyRedirects):
+        return f"too many redirects ({error}): the link redirects in a loop"
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True)
@@ -86,9 +115,10 @@ class RetryPolicy:
     """How hard to try before a download is declared failed.
 
     Attributes:
-        max_retries: transient failures in a row (no byte gained in between) tolerated per request
-            before giving up. An attempt that gained bytes resets the count: a long download over a
-            flaky line still finishes, while a dead server fails after a bounded time.
+        max_retries: transient failures in a row (none getting further into the file than any
+            attempt before) tolerated per request before giving up. An attempt that gets further
+            resets the count: a long download over a flaky line still finishes, while a dead server,
+            or one that drops every attempt at the same byte, fails after a bounded time.
         backoff_base: seconds before the first retry; doubles each retry in a row.
         backoff_max: cap of the exponential backoff, seconds.
         max_wait: cap of a server's ``Retry-After``, seconds (a huge value must not hang us for hours).
@@ -149,6 +179,93 @@ def entry_md5(entry: dict) -> str | None:
 _thread_state = threading.local()
 
 
+class CancelEvent(threading.Event):
+    """The cancel flag of a batch of downloads: setting it also cuts the batch's open connections.
+
+    A worker blocked in a socket read only looks at a flag when the read returns, which on a stalled
+    connection is the read timeout (minutes) later: Ctrl-C would hang that long. So the connections
+    the workers' requests hold are registered here (`_thread_state.cancel` names the event of the
+    worker's current download) and shut down by `set`, from whichever thread sets it; a blocked read
+    then returns at once, and the worker sees the flag. Shut down, not closed: closing a descriptor
+    another thread is reading is unsafe (the number can be reused at once).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._connections_lock = threading.Lock()
+        # Weak: a connection urllib3 drops after an error is never handed back to be unregistered.
+        self._connections: weakref.WeakSet = weakref.WeakSet()
+
+    def track(self, connection: object) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+        if self.is_set():  # registered after the cut: cut it too
+            _cut(connection)
+
+    def untrack(self, connection: object) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def set(self) -> None:
+        super().set()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _cut(connection)
+
+
+def _cut(connection: object) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        # socket.socket's own shutdown, also for TLS sockets: SSLSocket.shutdown would also drop its
+        # TLS state under the feet of the thread reading it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _TrackedPoolMixin:
+    """Registers each connection a request takes with the current download's `CancelEvent`."""
+
+    def _get_conn(self, timeout: float | None = None):
+        connection = super()._get_conn(timeout)  # type: ignore[misc]
+        cancel = getattr(_thread_state, "cancel", None)
+        if cancel is not None:
+            cancel.track(connection)
+        return connection
+
+    def _put_conn(self, conn) -> None:
+        cancel = getattr(_thread_state, "cancel", None)
+        if cancel is not None and conn is not None:
+            cancel.untrack(conn)
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _TrackedHTTPConnectionPool(_TrackedPoolMixin, urllib3.connectionpool.HTTPConnectionPool):
+    pass
+
+
+class _TrackedHTTPSConnectionPool(_TrackedPoolMixin, urllib3.connectionpool.HTTPSConnectionPool):
+    pass
+
+
+_TRACKED_POOLS = {"http": _TrackedHTTPConnectionPool, "https": _TrackedHTTPSConnectionPool}
+
+
+class _TrackingAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connection pools that register their connections (`_TrackedPoolMixin`)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _TRACKED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.ProxyManager):  # not a SOCKS one: its pools are of their own kind
+            manager.pool_classes_by_scheme = _TRACKED_POOLS
+        return manager
+
+
 def _session() -> requests.Session:
     # requests.Session is not safe to share between threads; one per worker thread keeps connections
     # alive across the files that thread downloads.
@@ -158,6 +275,8 @@ def _session() -> requests.Session:
         session.headers["User-Agent"] = "rat7m-downloader"
         # Identity encoding: the md5 is of the stored bytes, and Range offsets count stored bytes.
         session.headers["Accept-Encoding"] = "identity"
+        for prefix in ("https://", "http://"):
+            session.mount(prefix, _TrackingAdapter())
     return session
 
 
@@ -192,6 +311,11 @@ def _get_json(url: str, params: dict, retry: RetryPolicy, what: str) -> object:
                 ) from error
             retry.sleep(retry.delay(failures))
             continue
+        except _PERMANENT_ERRORS as error:
+            raise DownloadError(
+                f"{what}: requesting {url} failed: {_describe_request_error(error)}. Check "
+                "RAT7M_FIGSHARE_API_URL (or a proxy) and try again later; report it if it repeats."
+            ) from error
         with response:
             if response.status_code in TRANSIENT_STATUSES:
                 failures += 1
@@ -393,11 +517,26 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 def _write_json_atomic(path: str, content: object) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(temp, "w", encoding="utf-8") as file:
-        json.dump(content, file)
-    os.replace(temp, path)
+    _write_text_atomic(path, json.dumps(content), "utf-8")
+
+
+def _write_text_atomic(path: str, text: str, encoding: str) -> None:
+    """Write ``path`` whole or not at all, even with other processes writing it at the same time.
+
+    The text goes to a temporary file of a name no other writer uses (process id and a random token;
+    created exclusively), then is renamed over ``path``: readers see the old or the new content, never
+    a mix, and two writers never write into the same temporary file.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(temp, "x", encoding=encoding) as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
 
 
 # -- one file ------------------------------------------------------------------------------------
@@ -405,6 +544,11 @@ def _write_json_atomic(path: str, content: object) -> None:
 
 class _Cancelled(Exception):
     """Another download of the batch failed: stop this one (its partial file stays for a resume)."""
+
+
+def _check_cancel(cancel: threading.Event | None, cause: BaseException | None = None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled() from cause
 
 
 def _md5_of(path: str) -> str:
@@ -419,12 +563,46 @@ def _sidecar(dest_path: str) -> str:
     return dest_path + ".md5"
 
 
+def _lock_path(dest_path: str) -> str:
+    # Hidden (a leading dot), so that nothing looking for a release file's copies by its name
+    # mistakes the lock for one. Never deleted: a waiter holds it open, and a lock file deleted under
+    # it would let a newcomer lock a new file of the same name at the same time.
+    folder, base = os.path.split(dest_path)
+    return os.path.join(folder, f".{base}.lock")
+
+
+@contextlib.contextmanager
+def _file_lock(dest_path: str, name: str, cancel: threading.Event | None) -> Iterator[None]:
+    """Hold the inter-process lock of one cache file while downloading, verifying and publishing it.
+
+    Its holder is the only writer of the file's ``.incomplete``, its ``.md5`` record and the file
+    itself, in every process sharing the cache (parallel builds, Ray workers, two CLI runs): the
+    partial file keeps one name across runs (that is how a re-run resumes it), so two unlocked
+    writers would append to the same file, and one could append to a file the other had already
+    renamed into place. One lock per file, not per cache: processes still download different files
+    in parallel, and a waiter only waits for the file it needs.
+    """
+    lock = filelock.FileLock(_lock_path(dest_path))
+    waiting = False
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_POLL_SECONDS)
+            break
+        except filelock.Timeout:
+            # Short waits in a loop rather than one long one, so a cancelled batch stops waiting.
+            _check_cancel(cancel)
+            if not waiting:
+                waiting = True
+                logger.info("%s: another download of it is running; waiting for it to finish.", name)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _write_sidecar(dest_path: str, md5: str) -> None:
     # md5sum's format, so `md5sum -c` can re-check the cache by hand.
-    temp = _sidecar(dest_path) + ".tmp"
-    with open(temp, "w", encoding="ascii") as file:
-        file.write(f"{md5}  {os.path.basename(dest_path)}\n")
-    os.replace(temp, _sidecar(dest_path))
+    _write_text_atomic(_sidecar(dest_path), f"{md5}  {os.path.basename(dest_path)}\n", "ascii")
 
 
 def _read_sidecar(dest_path: str) -> str | None:
@@ -472,12 +650,19 @@ def download_file(
     """Download ``url`` to ``dest_path``, resuming, retrying and verifying.
 
     Bytes go to ``dest_path + ".incomplete"``; an existing partial file is resumed with an HTTP
-    ``Range`` request (a server that ignores Range just sends everything again). Redirects are
+    ``Range`` request (a server that ignores Range just sends everything again; one that answers
+    with other bytes than asked is asked once more for the whole file, then refused). Redirects are
     followed, and each resume asks ``url`` again, since figshare's storage URLs are signed and expire.
     Connection resets, drops, timeouts and 429/5xx answers are retried with exponential backoff
-    (honouring ``Retry-After``), at most ``retry.max_retries`` times in a row without progress. When
+    (honouring ``Retry-After``), at most ``retry.max_retries`` times in a row without getting further
+    into the file, and at most `MAX_TRANSFER_FACTOR` times the file's size is received in all. When
     complete, the size and md5 are checked and only then is the file renamed to ``dest_path`` (with an
-    ``.md5`` sidecar so later runs need neither a request nor hashing).
+    ``.md5`` sidecar so later runs need neither a request nor hashing). If a completed file that
+    resumed an earlier run's bytes does not match, those bytes are discarded and the file is
+    downloaded once more from its start before anything is reported.
+
+    Processes sharing the cache take turns per file (a lock file beside it): one that waited finds
+    the file verified by the other and makes no request.
 
     Args:
         url: where to download from.
@@ -488,54 +673,123 @@ def download_file(
         retry: retry policy (default `DEFAULT_RETRY`).
         progress: called with the number of new bytes as they arrive (negative when a server
             ignored Range and bytes are fetched again).
-        cancel: when set, the download stops and leaves its partial file for a later resume.
+        cancel: when set, the download stops and leaves its partial file for a later resume. A
+            `CancelEvent` also cuts the connection when set, so a stalled read stops at once.
 
     Returns:
         ``dest_path``.
 
     Raises:
         ChecksumError: the complete file has the wrong size or md5; the bad copy is deleted.
-        DownloadError: a permanent HTTP failure (names the URL and status) or retries exhausted.
+        DownloadError: a permanent HTTP failure (names the URL and status), a request that cannot
+            succeed (too many redirects, an invalid URL), a server that garbles Range requests, or
+            retries exhausted.
     """
     retry = retry or DEFAULT_RETRY
     name = name or os.path.basename(dest_path)
     if is_verified(dest_path, size, md5):
         return dest_path
     os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
-    partial = dest_path + ".incomplete"
+    outer_cancel = getattr(_thread_state, "cancel", None)
+    # Names the event the session's connection pools register this download's connections with.
+    _thread_state.cancel = cancel if isinstance(cancel, CancelEvent) else None
+    try:
+        with _file_lock(dest_path, name, cancel):
+            if is_verified(dest_path, size, md5):  # another process completed it while this one waited
+                if progress and size:
+                    progress(size)
+                return dest_path
+            partial = dest_path + ".incomplete"
+            transfer = _transfer(url, partial, name, size, retry, progress, cancel)
+            if transfer.kept_from_earlier and _mismatch(transfer, size, md5):
+                # Bytes an earlier run left may be what is wrong (a partial of exactly the listed size
+                # is not even requested): nothing downloaded can be blamed yet, so discard them and
+                # download the whole file once; only a fresh download's mismatch is reported.
+                logger.warning(
+                    "%s: the file completed from a partial download left by an earlier run does not match "
+                    "figshare's listing; downloading it again from its start.",
+                    name,
+                )
+                if progress:
+                    progress(-transfer.have)
+                os.remove(partial)
+                transfer = _transfer(url, partial, name, size, retry, progress, cancel)
+            _verify_and_publish(partial, dest_path, name, url, size, md5, transfer)
+    finally:
+        _thread_state.cancel = outer_cancel
+    return dest_path
+
+
+@dataclass
+class _Transfer:
+    """The state of a partial file while `_transfer` fills it."""
+
+    #: bytes in the partial file
+    have: int = 0
+    #: md5 state of those bytes
+    digest: Any = field(default_factory=hashlib.md5)
+    #: how many of its leading bytes an earlier run left (0 once they were discarded)
+    kept_from_earlier: int = 0
+    #: HTTP requests made for it
+    requests: int = 0
+
+
+def _transfer(
+    url: str,
+    partial: str,
+    name: str,
+    size: int | None,
+    retry: RetryPolicy,
+    progress: Callable[[int], object] | None,
+    cancel: threading.Event | None,
+) -> _Transfer:
+    """Fill ``partial`` up to the whole file, resuming what it holds: the request loop of `download_file`."""
     if size is not None and os.path.exists(partial) and os.path.getsize(partial) > size:
         os.remove(partial)  # longer than the file can be: not a prefix of it
-    digest = hashlib.md5()
-    have = 0
+    state = _Transfer()
     if os.path.exists(partial):
         with open(partial, "rb") as file:  # the md5 covers the bytes from earlier runs too
             while block := file.read(CHUNK_SIZE):
-                digest.update(block)
-                have += len(block)
-    if progress and have:
-        progress(have)
+                state.digest.update(block)
+                state.have += len(block)
+    state.kept_from_earlier = state.have
+    if progress and state.have:
+        progress(state.have)
+
+    def start_over() -> None:
+        if progress and state.have:
+            progress(-state.have)
+        with open(partial, "wb"):
+            pass
+        state.digest, state.have, state.kept_from_earlier = hashlib.md5(), 0, 0
+
+    # Progress is only bytes kept beyond the furthest point reached: a server that ignores Range and
+    # always drops the connection at the same byte "gains" bytes on every attempt, yet never gets further.
+    furthest = state.have
     failures = 0
-    complete = size is not None and have == size
+    received = 0  # body bytes received by this call, all attempts together
+    trust_range = True  # False once the server answered a Range request with other bytes than asked
+    ignored_ranges = 0  # resumes the server answered with the whole file
+    complete = size is not None and state.have == size
     while not complete:
-        if cancel is not None and cancel.is_set():
-            raise _Cancelled()
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        gained = 0
+        _check_cancel(cancel)
+        if state.have and not trust_range:
+            start_over()
+        headers = {"Range": f"bytes={state.have}-"} if state.have else {}
         retry_after = None
         try:
+            state.requests += 1
             with _session().get(url, headers=headers, stream=True, timeout=retry.timeout) as response:
                 status = response.status_code
                 if status in TRANSIENT_STATUSES:
                     retry_after = _retry_after(response)
                     raise _TransientStatus(status)
-                if status == 416 and have:
+                if status == 416 and state.have:
                     # The server has no bytes past `have`: the partial file is the whole file
-                    # (a size we did not know, or a listing size that is wrong: checked below).
+                    # (a size we did not know, or a listing size that is wrong: checked later).
                     total = _content_range_total(response.headers.get("Content-Range"))
-                    if total is not None and total != have:
-                        if progress:
-                            progress(-have)
-                        digest, have = _restart(partial), 0
+                    if total is not None and total != state.have:
+                        start_over()
                         raise _TransientStatus(status)
                     break
                 if status not in (200, 206):
@@ -548,50 +802,101 @@ def download_file(
                             else "This is not a temporary failure; check the URL and the figshare record."
                         )
                     )
-                if have and (status == 200 or _content_range_start(response.headers.get("Content-Range")) != have):
-                    # Range ignored (or answered from another offset): start over from byte 0.
-                    if progress:
-                        progress(-have)
-                    digest, have = _restart(partial), 0
-                declared = _declared_total(response, have)
+                if status == 206:
+                    start = _content_range_start(response.headers.get("Content-Range"))
+                    if start != state.have:
+                        # Writing these bytes at `have` would corrupt the file (and a resume would ask
+                        # for the same wrong answer forever): the whole file once more, else refuse.
+                        answered = f"from byte {start}" if start is not None else "without a Content-Range header"
+                        if not trust_range or not state.have:
+                            raise DownloadError(
+                                f"{name}: {url} answered a request for the bytes from {state.have} with HTTP 206 "
+                                f"(partial content) {answered}, so the file cannot be put together reliably. "
+                                "A proxy may be mangling the download: try again later or from another network; "
+                                "report it to figshare if it repeats."
+                            )
+                        logger.warning(
+                            "%s: %s answered a request for the bytes from %d %s; downloading the whole file again.",
+                            name,
+                            url,
+                            state.have,
+                            answered,
+                        )
+                        trust_range = False
+                        continue
+                elif state.have:  # a 200 to a Range request: the server ignores Range; start over
+                    ignored_ranges += 1
+                    start_over()
+                total = size if size is not None else _declared_total(response, state.have)
+                budget = None if total is None else MAX_TRANSFER_FACTOR * total
                 with open(partial, "ab") as file:
                     while True:
-                        if cancel is not None and cancel.is_set():
-                            raise _Cancelled()
+                        _check_cancel(cancel)
                         block = _read_block(response)
                         if not block:
                             break
                         file.write(block)
-                        digest.update(block)
-                        have += len(block)
-                        gained += len(block)
+                        state.digest.update(block)
+                        state.have += len(block)
+                        received += len(block)
                         if progress:
                             progress(len(block))
-                        if size is not None and have > size:
-                            break  # more than the listing says: caught by the size check below
-                if size is not None and have > size:
+                        if size is not None and state.have > size:
+                            break  # more than the listing says: caught by the size check later
+                        if budget is not None and received > budget:
+                            raise DownloadError(
+                                f"{name}: received {received} bytes from {url} for a file of {total} bytes "
+                                f"without completing it{_range_note(ignored_ranges)}; "
+                                f"{_kept(state.have, partial)}. The connection keeps breaking: try again later or from "
+                                "another network; report it to figshare if it repeats."
+                            )
+                if size is not None and state.have > size:
                     break
-                expected_total = size if size is not None else declared
-                if expected_total is None or have >= expected_total:
+                if total is None or state.have >= total:
                     complete = True
                     break
                 # The body ended early without an error: treat as a drop and resume.
                 raise _TransientStatus(None)
         except (_TransientStatus, *_TRANSIENT_ERRORS) as error:
-            failures = 1 if gained else failures + 1
+            _check_cancel(cancel, error)
+            failures = 1 if state.have > furthest else failures + 1
+            furthest = max(furthest, state.have)
             if failures > retry.max_retries:
                 described = f"HTTP {error.status}" if isinstance(error, _TransientStatus) and error.status else error
                 raise DownloadError(
-                    f"{name}: {url} failed {failures} times in a row ({described}); {have} bytes are kept in "
-                    f"{partial}. Run again to resume."
+                    f"{name}: {url} failed {failures} times in a row without getting further than byte "
+                    f"{furthest} ({described}){_range_note(ignored_ranges)}; {_kept(state.have, partial)}. "
+                    "Run again to resume."
                 ) from error
             delay = retry.delay(failures, retry_after)
             if cancel is not None and retry.sleep is time.sleep:
                 cancel.wait(delay)  # the same wait, but cut short when the batch is being stopped
             else:
                 retry.sleep(delay)
-    _verify_and_publish(partial, dest_path, name, url, size, md5, have, digest.hexdigest())
-    return dest_path
+        except _PERMANENT_ERRORS as error:
+            _check_cancel(cancel, error)
+            raise DownloadError(
+                f"{name}: requesting {url} failed: {_describe_request_error(error)}. Retrying would fail "
+                f"the same way; {_kept(state.have, partial)}. Check the URL (and any proxy), try "
+                "again later, and report it to figshare if it repeats."
+            ) from error
+    # An empty file (size 0) is complete with no request and no byte written: give it its file too.
+    with open(partial, "ab"):
+        pass
+    return state
+
+
+def _kept(have: int, partial: str) -> str:
+    return f"{have} bytes are kept in {partial}" if have else "no bytes were kept"
+
+
+def _range_note(ignored_ranges: int) -> str:
+    if not ignored_ranges:
+        return ""
+    return (
+        f" (the server ignored Range: it answered {ignored_ranges} resume(s) with the whole file, so every "
+        "attempt started over from byte 0)"
+    )
 
 
 class _TransientStatus(Exception):
@@ -608,13 +913,6 @@ def _read_block(response: requests.Response) -> bytes:
     if hasattr(raw, "read1"):
         return raw.read1(CHUNK_SIZE)
     return raw.read(CHUNK_SIZE, decode_content=True)
-
-
-def _restart(partial: str):
-    """Empty the partial file; returns a fresh md5 state for the bytes to come."""
-    with open(partial, "wb"):
-        pass
-    return hashlib.md5()
 
 
 def _content_range_start(value: str | None) -> int | None:
@@ -644,6 +942,12 @@ def _declared_total(response: requests.Response, have: int) -> int | None:
     return None
 
 
+def _mismatch(transfer: _Transfer, size: int | None, md5: str | None) -> bool:
+    return (size is not None and transfer.have != size) or (
+        md5 is not None and transfer.digest.hexdigest() != md5.lower()
+    )
+
+
 def _verify_and_publish(
     partial: str,
     dest_path: str,
@@ -651,9 +955,9 @@ def _verify_and_publish(
     url: str,
     size: int | None,
     md5: str | None,
-    have: int,
-    actual: str,
+    transfer: _Transfer,
 ) -> None:
+    have, actual = transfer.have, transfer.digest.hexdigest()
     if size is not None and have != size:
         os.remove(partial)
         raise ChecksumError(
@@ -664,6 +968,13 @@ def _verify_and_publish(
         )
     if md5 is not None and actual != md5.lower():
         os.remove(partial)
+        if not transfer.requests:
+            # Only an empty file is complete without a request once earlier bytes were discarded.
+            raise ChecksumError(
+                f"{name}: figshare lists it with {have} bytes and md5 {md5.lower()}, but {have} bytes have md5 "
+                f"{actual}: the listing contradicts itself (nothing was downloaded). Report it to figshare "
+                "with both checksums."
+            )
         raise ChecksumError(
             f"{name}: md5 mismatch: figshare lists {md5.lower()}, the downloaded file has {actual} "
             f"(from {url}). The bad copy was deleted; run the same command again to download it again. "
@@ -671,6 +982,8 @@ def _verify_and_publish(
         )
     if os.path.exists(_sidecar(dest_path)):
         os.remove(_sidecar(dest_path))  # describes a previous copy: never let it vouch for this one
+    # A rename, never a write into dest_path: a file already published there (perhaps hard-linked into
+    # a data_dir) keeps its bytes, and readers see the old file or the new one.
     os.replace(partial, dest_path)
     _write_sidecar(dest_path, actual)
 
@@ -750,7 +1063,7 @@ def download_files(
     from tqdm.auto import tqdm
 
     total = sum(job.size or 0 for job in pending) or None
-    cancel = threading.Event()
+    cancel = CancelEvent()
     lock = threading.Lock()
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, disable=not progress) as bar:
 
@@ -759,42 +1072,56 @@ def download_files(
                 bar.update(count)
 
         def run(job: DownloadJob) -> None:
-            download_file(
-                job.url,
-                job.dest_path,
-                job.size,
-                job.md5,
-                name=job.name,
-                retry=retry,
-                progress=advance,
-                cancel=cancel,
-            )
-
-        with ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS, thread_name_prefix="rat7m-dl") as pool:
-            futures = [pool.submit(run, job) for job in pending]
             try:
-                done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-            except BaseException:  # Ctrl-C: stop the workers now rather than finish every file
-                cancel.set()
-                for future in futures:
-                    future.cancel()
+                download_file(
+                    job.url,
+                    job.dest_path,
+                    job.size,
+                    job.md5,
+                    name=job.name,
+                    retry=retry,
+                    progress=advance,
+                    cancel=cancel,
+                )
+            except Exception as error:
+                # A connection cut by the cancel can surface as any error of the HTTP stack: the
+                # download was stopped, it did not fail on its own.
+                if cancel.is_set() and not isinstance(error, Rat7MError):
+                    raise _Cancelled() from error
                 raise
-            errors = [f.exception() for f in futures if f in done and f.exception() is not None]
-            if errors:
-                cancel.set()
-                for future in not_done:
-                    future.cancel()
-                wait(not_done)
-                errors += [
-                    f.exception()
-                    for f in not_done
-                    if not f.cancelled() and f.exception() is not None and f.exception() not in errors
-                ]
-                real = [error for error in errors if not isinstance(error, _Cancelled)]
-                first = real[0]
-                if len(real) > 1:
-                    first.add_note(f"{len(real) - 1} other download(s) failed too: " + "; ".join(map(str, real[1:])))
-                raise first
+
+        pool = ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS, thread_name_prefix="rat7m-dl")
+        futures = [pool.submit(run, job) for job in pending]
+        try:
+            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: stop the workers now rather than finish every file
+            _stop(pool, futures, cancel)
+            raise
+        errors = [f.exception() for f in futures if f in done and f.exception() is not None]
+        if not errors:
+            pool.shutdown()
+            return
+        _stop(pool, futures, cancel)
+        errors += [
+            f.exception()
+            for f in not_done
+            if f.done() and not f.cancelled() and f.exception() is not None and f.exception() not in errors
+        ]
+        real = [error for error in errors if not isinstance(error, _Cancelled)]
+        first = real[0]
+        if len(real) > 1:
+            first.add_note(f"{len(real) - 1} other download(s) failed too: " + "; ".join(map(str, real[1:])))
+        raise first
+
+
+def _stop(pool: ThreadPoolExecutor, futures: list, cancel: CancelEvent) -> None:
+    """Stop a batch: no new download starts, running ones stop (their partial files stay for a resume)."""
+    cancel.set()  # also cuts the workers' connections: a read blocked on a stalled one returns now
+    pool.shutdown(wait=False, cancel_futures=True)
+    # A bounded wait, so that the workers close their partial files before the caller goes on (or the
+    # process exits), yet a worker stuck where no cut reaches (a connect) cannot hold up a Ctrl-C.
+    # (Futures cancelled before they started never count as done for `wait`: leave them out.)
+    wait([future for future in futures if not future.cancelled()], timeout=CANCEL_GRACE_SECONDS)
 
 
 # -- the release ---------------------------------------------------------------------------------
@@ -945,7 +1272,8 @@ def _index_files(
         for entry in listing:
             name = str(entry.get("name", ""))
             if name in selected:
-                continue  # a duplicate entry: the first one wins, like a folder would
+                _check_duplicate(article, name, selected[name][1], entry, cache_dir)
+                continue  # the same file listed twice: one download
             recording = parse_mocap_name(name)
             if recording is not None and article == MOCAP_ARTICLE and recording in wanted.recordings:
                 selected[name] = (article, entry)
@@ -990,16 +1318,14 @@ def _index_files(
     if download:
         if force_download:
             for job in jobs:
-                for path in (job.dest_path, _sidecar(job.dest_path), job.dest_path + ".incomplete"):
-                    if os.path.exists(path):
-                        os.remove(path)
+                os.makedirs(os.path.dirname(job.dest_path), exist_ok=True)
+                # Under the file's lock: never pull a partial file from under another process's download.
+                with _file_lock(job.dest_path, job.name, None):
+                    for path in (job.dest_path, _sidecar(job.dest_path), job.dest_path + ".incomplete"):
+                        if os.path.exists(path):
+                            os.remove(path)
         if offline:
-            absent = [job.name for job in jobs if not is_verified(job.dest_path, job.size, job.md5)]
-            if absent:
-                raise DownloadError(
-                    f"Offline, and {len(absent)} needed file(s) are not in the cache {cache_dir}: "
-                    f"{describe_names(absent)}. Run once with network access."
-                )
+            _check_offline_cache(jobs, cache_dir)
         else:
             download_files(jobs, workers=workers, retry=retry, progress=progress)
     index = ReleaseIndex(
@@ -1011,6 +1337,63 @@ def _index_files(
         ref = FileRef(job.name, job.dest_path if download else job.url, size=job.size, md5=job.md5)
         _add(index, ref)
     return index
+
+
+def _check_duplicate(article: tuple[int, int], name: str, first: dict, second: dict, cache_dir: str) -> None:
+    """Accept a needed file listed twice only when both entries describe the same bytes.
+
+    Raises:
+        DownloadError: the two entries differ (size or md5, or neither has an md5 and their ids
+            differ): which one is the release file is unknown, and guessing would end in an md5
+            mismatch (or in the wrong file, if the wrong entry's md5 matches its own bytes).
+    """
+    same_content = first.get("size") == second.get("size") and entry_md5(first) == entry_md5(second)
+    if same_content and (entry_md5(first) is not None or first.get("id") == second.get("id")):
+        return
+
+    def describe(entry: dict) -> str:
+        return f"id {entry.get('id')}, {entry.get('size')} bytes, md5 {entry_md5(entry)}"
+
+    listing = os.path.join(article_dir(cache_dir, *article), "listing.json")
+    raise DownloadError(
+        f"The figshare listing of article {article[0]} v{article[1]} lists {name} twice, as different files "
+        f"({describe(first)}; {describe(second)}): which one is the release file is unknown. Report it to "
+        "the publisher, and leave this file's recording or camera out meanwhile. Once the record is fixed, "
+        f"delete the cached listing {listing} and run again."
+    )
+
+
+def _check_offline_cache(jobs: list[DownloadJob], cache_dir: str) -> None:
+    """Offline: raise `DownloadError` unless every job's file is verified in the cache, saying what is wrong."""
+    absent, unverifiable, different = [], [], []
+    for job in jobs:
+        if is_verified(job.dest_path, job.size, job.md5):
+            continue
+        if not os.path.isfile(job.dest_path):
+            absent.append(job.name)
+        elif job.md5 is None and (job.size is None or os.path.getsize(job.dest_path) == job.size):
+            unverifiable.append(job.name)  # nothing to check it against, and its .md5 record is gone
+        else:
+            different.append(job.name)
+    problems = []
+    if absent:
+        problems.append(f"{len(absent)} needed file(s) are not in it: {describe_names(absent)}")
+    if unverifiable:
+        problems.append(
+            f"{len(unverifiable)} are in it but cannot be verified offline, since figshare's listing gives no md5 "
+            f"for them and their .md5 record is missing: {describe_names(unverifiable)} (run once with network "
+            "access to download and verify them again, or delete them)"
+        )
+    if different:
+        problems.append(
+            f"{len(different)} are in it but do not match figshare's listing (size or md5): "
+            f"{describe_names(different)} (run once with network access to download them again)"
+        )
+    if problems:
+        raise DownloadError(
+            f"Offline, and the cache {cache_dir} cannot provide the selection: " + "; ".join(problems) + ". "
+            "Run once with network access."
+        )
 
 
 def _add(index: ReleaseIndex, ref: FileRef) -> None:
@@ -1080,7 +1463,20 @@ def _index_archives(
             _discard_zip(path)
             raise ChecksumError(
                 f"{os.path.basename(path)} (figshare article {article[0]} v{article[1]}) is not a "
-                f"complete zip: {error}. It was deleted; run the same command again to download it again."
+                f"complete zip: {_without_advice(error)}. {_ZIP_DELETED}"
+            ) from error
+        except Rat7MError as error:
+            # A damaged or hostile structure (a local header, a lying size, a path escaping, …). Any
+            # damaged zip is handled alike, whatever the check that caught it: figshare publishes no
+            # md5 for article zips, so a copy damaged on the way cannot be told from a damaged
+            # release. Kept, it would fail every later run with no request until deleted by hand;
+            # deleted (with its .md5 and .verified.json records), a re-run downloads it again, and a
+            # failure that comes back is the release's own (the message says what to do then).
+            _discard_zip(path)
+            raise type(error)(
+                f"{os.path.basename(path)} (figshare article {article[0]} v{article[1]}) is damaged: "
+                f"{_without_advice(error)} "
+                f"{_ZIP_DELETED}"
             ) from error
         needed_members = []
         for recording, ref in found.mocap.items():
@@ -1114,10 +1510,26 @@ def _verified_record(zip_path: str) -> str:
     return zip_path + ".verified.json"
 
 
+#: What a message about a damaged, deleted article zip ends with.
+_ZIP_DELETED = (
+    "The zip was deleted with its records: run the same command again to download it again. figshare "
+    "publishes no md5 for article zips, so a copy damaged on the way cannot be told from a damaged release: "
+    "if the same error comes back, the zip figshare serves is itself damaged. Then report it to the "
+    "publisher, and use source='files' (per-file downloads, each checked against figshare's md5) meanwhile."
+)
+
+
+def _without_advice(error: Exception) -> str:
+    """An error about a local zip without its "delete this zip" advice: the downloader has deleted it."""
+    return str(error).removesuffix(f" {REPLACE_ZIP_ADVICE}")
+
+
 def _discard_zip(zip_path: str) -> None:
-    for path in (zip_path, _verified_record(zip_path), _sidecar(zip_path)):
-        if os.path.exists(path):
-            os.remove(path)
+    # Under the zip's lock: never delete a zip another process is downloading into place.
+    with _file_lock(zip_path, os.path.basename(zip_path), None):
+        for path in (zip_path, _verified_record(zip_path), _sidecar(zip_path)):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def verify_zip_members(zip_path: str, members: Iterable[str]) -> None:
@@ -1156,7 +1568,7 @@ def verify_zip_members(zip_path: str, members: Iterable[str]) -> None:
         raise ChecksumError(
             f"{os.path.basename(zip_path)}: "
             + (f"member {member!r} is damaged" if member else "not a readable zip")
-            + f" ({error}). The zip was deleted; run the same command again to download it again."
+            + f" ({error}). {_ZIP_DELETED}"
         ) from error
     _write_json_atomic(record_path, {"size": size, "members": sorted(verified)})
 
@@ -1218,9 +1630,9 @@ def _place(ref: FileRef, target: str) -> None:
             f"{ref.name}: the index points at {ref.location}; materialize needs downloaded files "
             "(figshare_index(..., download=True))."
         )
-    temp = target + ".incomplete"
-    if os.path.exists(temp):
-        os.remove(temp)
+    # A name of this process's own: two runs filling the same dest at once must not remove or
+    # overwrite each other's temporary file.
+    temp = f"{target}.{os.getpid()}.{secrets.token_hex(4)}.incomplete"
     try:
         if ref.member_offset is None and not ref.location.startswith("zip://"):
             try:

@@ -78,7 +78,10 @@ READABLE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "def
 #: CRC-32 or a damaged header (``BadZipFile``), a compressed stream cut short (``EOFError``), an
 #: unknown compression method (``NotImplementedError``), an encrypted member (``RuntimeError``).
 _MEMBER_READ_ERRORS = (zlib.error, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError)
-_REPLACE_ZIP = "Delete this zip and download the article zip again from figshare (or replace it with an intact copy)."
+#: How a message about a damaged local zip ends (the downloader replaces it: it deletes such a zip itself).
+REPLACE_ZIP_ADVICE = (
+    "Delete this zip and download the article zip again from figshare (or replace it with an intact copy)."
+)
 
 
 class GrowingReadAheadCache(fsspec.caching.BaseCache):
@@ -364,7 +367,9 @@ def _member_data_offset(raw: IO[bytes], archive: str, info: zipfile.ZipInfo) -> 
     raw.seek(info.header_offset)
     header = raw.read(30)
     if len(header) != 30 or header[:4] != b"PK\x03\x04":
-        raise UnsafeArchiveError(f"{archive}: member {info.filename!r} has a damaged local header. {_REPLACE_ZIP}")
+        raise UnsafeArchiveError(
+            f"{archive}: member {info.filename!r} has a damaged local header. {REPLACE_ZIP_ADVICE}"
+        )
     name_length, extra_length = struct.unpack("<HH", header[26:30])
     return info.header_offset + 30 + name_length + extra_length
 
@@ -439,7 +444,7 @@ def damaged_member_error(archive: str, member: str, problem: str) -> Rat7MError:
     for an mp4, as if the extracted file were damaged), so that callers handle it like one.
     ``problem`` completes "member '<name>' …"; the message ends with what to do.
     """
-    message = f"{archive}: member {member!r} {problem}. {_REPLACE_ZIP}"
+    message = f"{archive}: member {member!r} {problem}. {REPLACE_ZIP_ADVICE}"
     name = member.replace("\\", "/").rsplit("/", 1)[-1]
     if parse_mocap_name(name) is not None:
         return MocapFormatError(message)

@@ -36,6 +36,8 @@ import pytest
 DEFAULT_PAGE_SIZE = 10
 #: figshare's largest accepted page size.
 MAX_PAGE_SIZE = 1000
+#: Bytes sent between two pauses of `FigshareStandIn.body_delay`.
+BODY_PIECE = 4096
 
 
 @dataclass
@@ -97,6 +99,14 @@ class FigshareStandIn:
         listing_size: file name → size shown in listings instead of the true one.
         listing_link_only: file names listed as links to files hosted elsewhere (``is_link_only``).
         listing_extra: article id → extra listing entries appended as given (e.g. a README).
+        drop_always: file name → byte count: like ``drop_once``, for every download of that file.
+        ignore_range: file names whose downloads ignore ``Range`` (200 with the whole file).
+        range_shift: file name → byte count: a 206 answer starts that many bytes before the offset
+            asked for (its Content-Range says so truthfully).
+        strip_content_range: file names whose 206 answers carry no Content-Range header.
+        redirect_loop: file names whose ``/ndownloader/files/{id}`` redirects to itself forever.
+        body_delay: seconds paused after each `BODY_PIECE` bytes of a file or zip body (a slow line,
+            so that concurrent clients overlap); 0 sends at once.
     """
 
     def __init__(self) -> None:
@@ -119,6 +129,14 @@ class FigshareStandIn:
         self.listing_size: dict[str, int] = {}
         self.listing_link_only: set[str] = set()
         self.listing_extra: dict[int, list[dict]] = {}
+        self.drop_always: dict[str, int] = {}
+        self.ignore_range: set[str] = set()
+        self.range_shift: dict[str, int] = {}
+        self.strip_content_range: set[str] = set()
+        self.redirect_loop: set[str] = set()
+        self.body_delay = 0.0
+        #: set when the server shuts down: ends stalls early, so no handler outlives its test by long
+        self.closed = threading.Event()
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -280,6 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         self.head_only = method == "HEAD"
+        self.file_name: str | None = None  # the stored file being served (one handler serves a keep-alive connection)
         standin = self.server.standin
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
@@ -305,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match := re.fullmatch(r"/ndownloader/files/(\d+)", path):
             if int(match.group(1)) not in standin.files:
                 return self._answer(record, 404, b"not found")
+            if standin.files[int(match.group(1))].name in standin.redirect_loop:
+                return self._answer(record, 302, b"", headers={"Location": path})
             return self._answer(record, 302, b"", headers={"Location": f"/storage/{match.group(1)}"})
         if match := re.fullmatch(r"/storage/(\d+)", path):
             stored = standin.files.get(int(match.group(1)))
@@ -318,6 +339,9 @@ class _Handler(BaseHTTPRequestHandler):
             with standin._lock:
                 drop = None if self.head_only else standin.drop_once.pop(stored.name, None)
                 stall = None if self.head_only else standin.stall_once.pop(stored.name, None)
+            if drop is None and not self.head_only:
+                drop = standin.drop_always.get(stored.name)
+            self.file_name = stored.name  # for the Range faults of `_send_bytes`
             return self._send_bytes(record, data, drop_after=drop, stall=stall)
         if match := re.fullmatch(r"/ndownloader/articles/(\d+)/versions/(\d+)", path):
             article_id, version = int(match.group(1)), int(match.group(2))
@@ -370,9 +394,11 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/octet-stream",
         stall: tuple[int, float] | None = None,
     ) -> None:
+        standin = self.server.standin
+        name = self.file_name  # None for an article zip
         start, end = 0, len(data) - 1
         status = 200
-        header = self.headers.get("Range")
+        header = None if name in standin.ignore_range else self.headers.get("Range")
         if header:
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
             if match is None:
@@ -382,6 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
                 end = min(int(match.group(2)), len(data) - 1)
             if start >= len(data):
                 return self._answer(record, 416, b"", headers={"Content-Range": f"bytes */{len(data)}"})
+            start = max(0, start - standin.range_shift.get(name, 0))
             status = 206
         body = data[start : end + 1]
         record.status = status
@@ -389,25 +416,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
+        if status == 206 and name not in standin.strip_content_range:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
         if self.head_only:
             return
         if stall is not None:
             drop_after = stall[0]
-        if drop_after is not None and drop_after < len(body):
-            self.wfile.write(body[:drop_after])
+        cut = drop_after is not None and drop_after < len(body)
+        sent = body[:drop_after] if cut else body
+        delay = standin.body_delay
+        piece = BODY_PIECE if delay else max(len(sent), 1)
+        for offset in range(0, len(sent), piece):
+            self.wfile.write(sent[offset : offset + piece])
             self.wfile.flush()
-            record.bytes_sent = drop_after
+            record.bytes_sent = min(len(sent), offset + piece)
+            if delay:
+                time.sleep(delay)
+        if cut:
             if stall is not None:
-                time.sleep(stall[1])
+                standin.closed.wait(stall[1])
             # An abrupt close mid-body: the client sees fewer bytes than Content-Length announced.
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(body)
-        record.bytes_sent = len(body)
 
 
 class _Server(ThreadingHTTPServer):
@@ -432,6 +463,7 @@ def figshare(monkeypatch: pytest.MonkeyPatch) -> Iterator[FigshareStandIn]:
     try:
         yield standin
     finally:
+        standin.closed.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
