@@ -269,3 +269,11 @@ def test_an_mp4_whose_index_lost_its_end_says_no_frame_can_be_read(release_copy,
         file.write(data[:-100])
     with pytest.raises(VideoDecodeError, match=r"s1-d1-camera3-16\.mp4: the file declares 8 frames but none of them "):
         rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[3])
+
+
+def test_an_extra_chunk_off_the_grid_is_refused(release_copy, cache_dir):
+    # chunks 8 and 16 intact, plus a stray 12: frames 12–15 would be decoded from the wrong file
+    folder = os.path.join(release_copy, "video_sequences")
+    shutil.copy(os.path.join(folder, "s1-d1-camera2-8.mp4"), os.path.join(folder, "s1-d1-camera2-12.mp4"))
+    with pytest.raises(MissingFileError, match=r"starts \[12\] are not multiples of the chunk length \(8 frames\)"):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])

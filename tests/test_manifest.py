@@ -6,6 +6,7 @@ import pytest
 
 from rat7m_builder.errors import SelectionError
 from rat7m_builder.manifest import (
+    MARKER_NAMES,
     RECORDINGS,
     SPLIT_RECORDINGS,
     VIDEO_ARTICLES,
@@ -54,3 +55,12 @@ def test_recordings_and_standard_split():
     assert VIDEO_ARTICLES["s5-d2"][0] < VIDEO_ARTICLES["s5-d1"][0]
     with pytest.raises(SelectionError, match="s1-d1, s2-d1"):
         split_of("s9-d9")
+
+
+def test_marker_names_are_in_the_documented_order():
+    # RAT7M.md's list, written out: the sample fabricator uses the same constant, so a swap there
+    # would stay consistent through every other test while mislabelling the published marker axis.
+    assert MARKER_NAMES == (
+        "HeadF", "HeadB", "HeadL", "SpineF", "SpineM", "SpineL", "Offset1", "Offset2", "HipL", "HipR",
+        "ElbowL", "ArmL", "ShoulderL", "ShoulderR", "ElbowR", "ArmR", "KneeR", "KneeL", "ShinL", "ShinR",
+    )  # fmt: skip

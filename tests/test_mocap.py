@@ -140,3 +140,18 @@ def test_matlab_v73_hdf5_is_named():
     data = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * 512
     with pytest.raises(MocapFormatError, match="v7.3"):
         read_mocap(io.BytesIO(data), "mocap-s3-d1.mat")
+
+
+def test_an_infinite_z_coordinate_is_refused():
+    variables = _valid_variables()
+    variables["mocap"]["ArmL"][2, 2] = np.inf
+    with pytest.raises(MocapFormatError, match="infinite value at sample 2"):
+        read_mocap(_mat_bytes(variables), "mocap-s1-d1.mat")
+
+
+def test_a_frame_index_past_int32_is_refused():
+    # the published frame_index columns are int32
+    variables = _valid_variables()
+    variables["cameras"]["Camera2"]["frame"] = np.array([[0, 1, 2, 2.0**31]])
+    with pytest.raises(MocapFormatError, match="too large"):
+        read_mocap(_mat_bytes(variables), "mocap-s1-d1.mat")

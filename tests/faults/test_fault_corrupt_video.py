@@ -194,6 +194,14 @@ def test_a_file_cut_short_names_file_and_frame(long_chunks, tmp_path):
     assert str(error.value).endswith("It is an incomplete copy or download: delete it and download it again.")
 
 
+@pytest.mark.parametrize("position", [0, 12, 24, 36, 37])
+def test_scan_marks_exactly_the_group_of_the_damaged_frame(long_chunks, position):
+    """The first frame, keyframes and the last group too (off-by-ones at group edges stay hidden at 16)."""
+    data = read(os.path.join(long_chunks.root, CHUNK))
+    damage = scan_damage(io.BytesIO(damage_slice(data, position)), CHUNK)
+    assert damage.bad == frozenset(gop_of(data, position)), (sorted(damage.bad), damage.problems)
+
+
 def test_scan_finds_the_damaged_group_of_pictures_the_same_way_every_time(long_chunks):
     data = read(os.path.join(long_chunks.root, CHUNK))
     damaged = damage_slice(data, 16)
