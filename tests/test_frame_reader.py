@@ -50,6 +50,32 @@ def _reader(release, camera: int = 2) -> CameraFrames:
 REQUESTS = [0, 1, 1, 5, 118, 119, 120, 121, 121, 200, 150, 7, 8, 130]
 
 
+def test_a_frame_just_passed_and_no_longer_cached_is_decoded_again(long_recording):
+    with _reader(long_recording) as reader:
+        first = reader.get(5)
+        reader._cache.clear()  # as after more than `_CACHE_SIZE` other frames
+        again = reader.get(5)
+        assert reader.reopened == 1
+    assert again == first and read_barcode(decode_jpeg(again)) == 5
+
+
+def test_frames_decoded_after_a_late_reported_error_are_not_handed_out(long_recording, monkeypatch):
+    """A decode error is reported a few packets late: nothing decoded after it may be served as intact."""
+    real_events = video._decode_events
+
+    def events_with_a_late_error(file, source, tracker, thread_type):
+        for count, event in enumerate(real_events(file, source, tracker, thread_type)):
+            if count == 1:
+                yield video._Anomaly(1, 1, f"{source}: decoding failed after 1 frames (test)", pts=5)
+            yield event
+
+    monkeypatch.setattr(video, "_decode_events", events_with_a_late_error)
+    with _reader(long_recording) as reader:
+        assert read_barcode(decode_jpeg(reader.get(0))) == 0
+        with pytest.raises(video.VideoDecodeError, match=r"decoding failed after 1 frames \(test\)"):
+            reader.get(1)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_threaded_encoding_gives_the_bytes_get_gives(long_recording, threads):
     with _reader(long_recording) as reader:

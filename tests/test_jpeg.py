@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -54,6 +55,14 @@ def test_the_tables_map_the_legal_ranges_onto_0_255():
     assert len(set(luma[16:236])) == 220 and len(set(chroma[16:241])) == 225
     # Y' = (Y − 16)·255/219 rounded: e.g. 126 → 128.08 → 128.
     assert luma[126] == 128 and chroma[72] == round((72 - 128) * 255 / 224 + 128)
+
+
+def test_the_tables_are_the_formulas_rounded_to_nearest_for_every_value():
+    # Exact rationals, rounded half to even (as numpy does; only chroma 16 and 240 fall on a half).
+    luma = [min(max(round(Fraction((value - 16) * 255, 219)), 0), 255) for value in range(256)]
+    chroma = [min(max(round(Fraction((value - 128) * 255, 224) + 128), 0), 255) for value in range(256)]
+    assert video.LUMA_TO_FULL_RANGE.tolist() == luma
+    assert video.CHROMA_TO_FULL_RANGE.tolist() == chroma
 
 
 @pytest.mark.parametrize(("width", "height"), [(1320, 1048), (648, 488), (198, 2002)])
