@@ -22,6 +22,7 @@ from rat7m_builder.errors import (
     UnsafeArchiveError,
     VideoDecodeError,
 )
+from rat7m_builder.sample import video_frames, write_mp4
 
 
 @pytest.fixture
@@ -277,3 +278,32 @@ def test_an_extra_chunk_off_the_grid_is_refused(release_copy, cache_dir):
     shutil.copy(os.path.join(folder, "s1-d1-camera2-8.mp4"), os.path.join(folder, "s1-d1-camera2-12.mp4"))
     with pytest.raises(MissingFileError, match=r"starts \[12\] are not multiples of the chunk length \(8 frames\)"):
         rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])
+
+
+def _rewrite_chunk(release, release_copy: str, camera: int, start: int, stop: int) -> None:
+    """Re-encode s1-d1's chunk of ``camera`` starting at ``start`` with the frames ``start … stop-1`` only."""
+    spec, recording = release.spec, release.recordings["s1-d1"]
+    frames = video_frames(spec, recording, camera, start, stop)
+    write_mp4(_chunk_path(release_copy, "s1-d1", camera, start), frames, spec.frame_rate, spec.width, spec.height)
+
+
+def test_a_last_chunk_one_frame_short_is_found_before_decoding(release_copy, cache_dir, sample_release):
+    highest = int(sample_release.recordings["s1-d1"].frame_index[6].max())
+    _rewrite_chunk(sample_release, release_copy, 6, 32, highest)  # holds frames 32 … highest-1
+    with pytest.raises(
+        MissingFileError,
+        match=rf"s1-d1-camera6-32\.mp4: the motion capture of s1-d1 refers to "
+        rf"camera 6 frame {highest}, but the last chunk present starts at 32 and holds {highest - 32}",
+    ):
+        rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[6])
+
+
+def test_a_middle_chunk_one_frame_short_is_named_by_videos(release_copy, cache_dir, sample_release):
+    assert 15 in sample_release.recordings["s1-d1"].frame_index[2]  # the frame the short chunk lacks
+    _rewrite_chunk(sample_release, release_copy, 2, 8, 15)
+    with pytest.raises(
+        VideoDecodeError,
+        match=r"s1-d1-camera2-8\.mp4: the motion capture asks for global frame 15 "
+        r"but this chunk holds 7 frames",
+    ):
+        rat7m.load_dataset("videos", data_dir=release_copy, cache_dir=cache_dir, recordings=["s1-d1"], cameras=[2])
