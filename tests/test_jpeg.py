@@ -110,6 +110,15 @@ def test_full_range_frames_are_encoded_as_they_are():
     assert video.encode_jpeg(frame, 90) == simplejpeg.encode_jpeg_yuv_planes(*_views(frame), quality=90)
 
 
+def test_yuvj420p_frames_are_full_range_even_untagged():
+    # yuvj420p means full range whatever the range tag says (here: unspecified); stretching it again
+    # would clip the shadows and highlights
+    planes = np.concatenate([plane.ravel() for plane in _views(_frame(648, 488))])
+    frame = av.VideoFrame.from_ndarray(planes.reshape(488 * 3 // 2, 648), format="yuvj420p")
+    assert frame.format.name == "yuvj420p" and frame.color_range != ColorRange.JPEG
+    assert video.encode_jpeg(frame, 90) == simplejpeg.encode_jpeg_yuv_planes(*_views(frame), quality=90)
+
+
 def test_the_stretch_starts_no_opencv_threads():
     # OpenCV runs lookups of ≥ 2**18 pixels in its thread pool (started on first use). The builder
     # keeps to the calling thread: its workers are forked processes, each already one per core.
