@@ -6,6 +6,7 @@ import io
 
 import datasets
 import numpy as np
+import scipy.io
 from PIL import Image as PILImage
 
 
@@ -53,3 +54,18 @@ def assert_same_table(table_a, table_b) -> None:
             assert values_a.tobytes() == values_b.tobytes(), f"column {name!r} differs"
         else:
             assert column_a.equals(column_b), f"column {name!r} differs"
+
+
+#: How every `MocapFormatError` message ends.
+MAT_FIX = "Re-download this file from the figshare record (article 13739233) or fix the copy."
+
+
+def load_mat(path: str) -> dict:
+    """A .mat's variables as plain dicts and arrays (``simplify_cells``), without scipy's ``__`` keys."""
+    variables = scipy.io.loadmat(path, simplify_cells=True)
+    return {key: value for key, value in variables.items() if not key.startswith("__")}
+
+
+def save_mat(path: str, variables: dict) -> None:
+    """Write variables as a MATLAB v5 file, vectors as rows, as the release's files are."""
+    scipy.io.savemat(path, variables, format="5", oned_as="row")

@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.io
+from helpers import MAT_FIX, load_mat, save_mat
 from standins.figshare import fabricate_release, figshare  # noqa: F401 - fixture
 
 import rat7m
@@ -32,18 +32,9 @@ from rat7m_builder.manifest import MOCAP_ARTICLE
 from rat7m_builder.mocap import read_mocap
 
 MAT = "mocap-s1-d1.mat"
-FIX = "Re-download this file from the figshare record (article 13739233) or fix the copy."
+FIX = MAT_FIX
 
 # -- 1. .mat calibration and content ---------------------------------------------------------------
-
-
-def _load(path: str) -> dict:
-    variables = scipy.io.loadmat(path, simplify_cells=True)
-    return {key: value for key, value in variables.items() if not key.startswith("__")}
-
-
-def _save(path: str, variables: dict) -> None:
-    scipy.io.savemat(path, variables, format="5", oned_as="row")
 
 
 @pytest.fixture
@@ -60,9 +51,9 @@ def _read(path: str, name: str = MAT):
 
 
 def _rewritten(path: str, change) -> str:
-    variables = _load(path)
+    variables = load_mat(path)
     change(variables)
-    _save(path, variables)
+    save_mat(path, variables)
     return path
 
 
@@ -90,7 +81,7 @@ def test_transposed_intrinsic_matrix_is_refused_not_transposed(good_mat):
         camera = variables["cameras"]["Camera3"]
         camera["IntrinsicMatrix"] = camera["IntrinsicMatrix"].T  # OpenCV layout: (cx, cy) in the last column
 
-    cx, cy = _load(good_mat)["cameras"]["Camera3"]["IntrinsicMatrix"][2, :2]
+    cx, cy = load_mat(good_mat)["cameras"]["Camera3"]["IntrinsicMatrix"][2, :2]
     message = _refused(_rewritten(good_mat, transpose))
     assert "field 'cameras.Camera3.IntrinsicMatrix' is stored transposed (OpenCV layout)" in message
     assert f"principal point ({cx:.6g}, {cy:.6g}) in the last column" in message
@@ -137,7 +128,7 @@ def test_rotation_must_be_a_proper_rotation(good_mat, change, expected):
 
     _rewritten(good_mat, mutate)
     if expected is None:
-        stored = _rotation(_load(good_mat))
+        stored = _rotation(load_mat(good_mat))
         assert np.max(np.abs(stored @ stored.T - np.eye(3))) < ROTATION_TOLERANCE
         _read(good_mat)
         return

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 import pytest
-import scipy.io
+from helpers import MAT_FIX, load_mat, save_mat
 
 import rat7m
 from rat7m_builder import mocap
@@ -23,16 +23,7 @@ from rat7m_builder.mocap import read_mocap
 from .support import incomplete_dirs, prepared_info_files
 
 MAT = "mocap-s5-d1.mat"  # the test split's recording: the train split (s1-d1) is written before it fails
-FIX = "Re-download this file from the figshare record (article 13739233) or fix the copy."
-
-
-def _load(path: str) -> dict:
-    variables = scipy.io.loadmat(path, simplify_cells=True)
-    return {key: value for key, value in variables.items() if not key.startswith("__")}
-
-
-def _save(path: str, variables: dict) -> None:
-    scipy.io.savemat(path, variables, format="5", oned_as="row")
+FIX = MAT_FIX
 
 
 def _hdf5_mat(path: str) -> None:
@@ -65,9 +56,9 @@ def _unknown_element_type(path: str) -> None:
 
 def _mutate(change):
     def apply(path: str) -> None:
-        variables = _load(path)
+        variables = load_mat(path)
         change(variables)
-        _save(path, variables)
+        save_mat(path, variables)
 
     return apply
 
