@@ -167,6 +167,7 @@ class Rat7M(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *args, data_dir: str | None = None, **kwargs):
         kwargs.setdefault("dataset_name", "rat7m")
+        local_index = None  # the scan of data_dir made here, reused by the plan
         if data_dir is not None:
             data_dir = os.path.abspath(os.path.expanduser(data_dir))
             config_name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
@@ -176,8 +177,10 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                 selection = Rat7MConfig(name=config_name, cameras=kwargs.get("cameras"))
                 selection.validate()
                 cameras = selection.cameras or CAMERAS
-                kwargs["recordings"] = _local_default_recordings(scan_local(data_dir), data_dir, config_name, cameras)
+                local_index = scan_local(data_dir)
+                kwargs["recordings"] = _local_default_recordings(local_index, data_dir, config_name, cameras)
         super().__init__(*args, data_dir=data_dir, **kwargs)
+        self._local_index: ReleaseIndex | None = local_index
         self.config.validate()
         #: What a build found worth telling (the dataset card's "Build notes"): heading → lines.
         self.build_notes: dict[str, list[str]] = {}
@@ -206,7 +209,7 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         if self.config.recordings is None and default_recordings is not None:
             selection = dataclasses.replace(selection, recordings=default_recordings)
         if self.config.data_dir:
-            index = scan_local(self.config.data_dir)
+            index = self._local_index or scan_local(self.config.data_dir)
             if self.config.recordings is None and default_recordings is None:  # (resolved in __init__ unless mini)
                 present = _local_default_recordings(index, self.config.data_dir, self.config.name, selection.cameras)
                 selection = dataclasses.replace(selection, recordings=present)
