@@ -22,7 +22,7 @@ import pyarrow as pa
 from .camera import Camera
 from .errors import AnnotationFormatError, MissingFileError, SelectionError, VideoDecodeError
 from .jobs import SiblingJobs
-from .manifest import NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
+from .manifest import CAMERAS, NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
 from .mini import load_mini, mini_examples, mini_rows, pixel_convention
 from .mocap import MocapRecording, read_mocap
 from .notes import ShardNotes
@@ -272,7 +272,7 @@ def _chunk_length(index: ReleaseIndex, recording: str) -> int | None:
     than against its own first gap. Ties go to the shorter gap; ``None`` when no camera has two chunks.
     """
     gaps: Counter[int] = Counter()
-    for camera in range(1, 7):
+    for camera in CAMERAS:
         starts = [chunk.start for chunk in index.chunks(recording, camera)]
         gaps.update(b - a for a, b in zip(starts, starts[1:], strict=False))
     if not gaps:

@@ -176,10 +176,7 @@ def count_frames(file: IO[bytes], source: str) -> int:
         try:
             return sum(1 for packet in container.demux(stream) if packet.size)
         except av.error.FFmpegError as error:
-            raise VideoDecodeError(
-                f"{source}: cannot be read as a video ({error}). The file is truncated or corrupt: "
-                "delete it and download it again."
-            ) from error
+            raise VideoDecodeError(f"{source}: cannot be read as a video ({error}). {_REDOWNLOAD}") from error
 
 
 def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
