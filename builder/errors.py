@@ -23,6 +23,14 @@ class VideoDecodeError(Rat7MError):
     """An mp4 chunk is corrupt, truncated or shorter than the motion capture says."""
 
 
+class FrameSizeError(VideoDecodeError):
+    """A camera's chunks do not all have the same frame size, so one of them is not the released file.
+
+    Raised with either ``on_corrupt_video`` value: the files alone cannot tell which chunk is the odd
+    one, and the camera's calibration (so ``keypoints_2d``) fits one frame size.
+    """
+
+
 class ChecksumError(Rat7MError):
     """A downloaded file does not match figshare's size or md5."""
 

@@ -20,14 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from .camera import Camera
-from .errors import AnnotationFormatError, MissingFileError, SelectionError, VideoDecodeError
+from .errors import AnnotationFormatError, FrameSizeError, MissingFileError, SelectionError, VideoDecodeError
 from .jobs import SiblingJobs
 from .manifest import CAMERAS, NUM_MARKERS, SPLIT_RECORDINGS, split_of, subject_and_day
 from .mini import load_mini, mini_examples, mini_rows, pixel_convention
 from .mocap import MocapRecording, read_mocap
 from .notes import ShardNotes
 from .sources import FileRef, ReleaseIndex, VideoChunk, describe_names, open_file
-from .video import CameraFrames, count_frames, probe_video
+from .video import CameraFrames, FrameSize, count_frames, frame_size_message, probe_video
 
 CONFIG_NAMES = ("mocap", "cameras", "frames", "multiview", "videos", "mini")
 #: Configs that read video.
@@ -81,6 +81,7 @@ class Shard:
         annotation: for ``mini``: the annotation pickle; else None.
         split: for ``mini``: the split whose rows the shard holds.
         pixel_shift: for ``mini``: subtracted from the table's 2D keypoints (see `mini.pixel_convention`).
+        frame_sizes: camera → its frame size, probed once when planning (every chunk read must have it).
     """
 
     config: str
@@ -93,6 +94,7 @@ class Shard:
     annotation: FileRef | None = None
     split: str | None = None
     pixel_shift: float = 0.0
+    frame_sizes: dict[int, FrameSize] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=2)
@@ -146,20 +148,31 @@ def plan_shards(
             mocap = load_mocap(mocap_ref)
             chunks = {camera: tuple(_checked_chunks(index, recording, camera)) for camera in selection.cameras}
             samples = selected_samples(mocap, selection.frame_step)
-            _check_cameras_within_video(
+            sizes = _check_cameras_within_video(
                 {camera: (chunks[camera], mocap.frame_index[camera][samples]) for camera in selection.cameras},
                 recording,
                 tolerate_damage=selection.on_corrupt_video == "skip",
             )
             if config in ("frames", "videos"):
                 for camera in selection.cameras:
+                    size = {camera: sizes[camera]} if camera in sizes else {}
                     for chunk_index in range(len(chunks[camera])):
                         shards.append(
-                            Shard(config, recording, mocap_ref, {camera: chunks[camera]}, camera, chunk_index)
+                            Shard(
+                                config,
+                                recording,
+                                mocap_ref,
+                                {camera: chunks[camera]},
+                                camera,
+                                chunk_index,
+                                frame_sizes=size,
+                            )  # fmt: skip
                         )
             else:
                 for sample_range in multiview_ranges(mocap, selection.cameras[0], chunks[selection.cameras[0]]):
-                    shards.append(Shard(config, recording, mocap_ref, chunks, sample_range=sample_range))
+                    shards.append(
+                        Shard(config, recording, mocap_ref, chunks, sample_range=sample_range, frame_sizes=sizes)
+                    )
         elif config == "cameras":
             first_chunks = {camera: index.chunks(recording, camera)[:1] for camera in selection.cameras}
             shards.append(Shard(config, recording, mocap_ref, {c: tuple(v) for c, v in first_chunks.items()}))
@@ -193,7 +206,7 @@ def _plan_mini(
                 continue
             convention = convention or pixel_convention(annotation, recording)
             chunks = {camera: tuple(_checked_chunks(index, recording, camera)) for camera in selection.cameras}
-            _check_cameras_within_video(
+            sizes = _check_cameras_within_video(
                 {camera: (chunks[camera], annotation.frame_index[rows, axes[camera]]) for camera in selection.cameras},
                 recording,
                 referrer=f"{annotation_ref.name} (its {recording} rows)",
@@ -213,6 +226,7 @@ def _plan_mini(
                         annotation=annotation_ref,
                         split=split,
                         pixel_shift=convention.shift,
+                        frame_sizes=sizes,
                     )  # fmt: skip
                 )
         if convention is not None:
@@ -285,19 +299,22 @@ def _check_cameras_within_video(
     recording: str,
     tolerate_damage: bool = False,
     referrer: str | None = None,
-) -> None:
-    """`_check_frames_within_video` for each camera, the cameras' last chunks probed in parallel.
+) -> dict[int, FrameSize]:
+    """`_check_frames_within_video` for each camera, the chunks probed in parallel.
 
     Each probe opens an mp4 (≈ 20 ms locally, a few round trips from figshare); the first error
-    in camera order is raised.
+    in camera order is raised. Returns each camera's frame size as probed (cameras whose probe
+    found nothing to read are left out).
     """
     with ThreadPoolExecutor(max(len(frames_by_camera), 1), thread_name_prefix="rat7m-probe") as pool:
-        checks = [
-            pool.submit(_check_frames_within_video, chunks, frames, recording, camera, tolerate_damage, referrer)
+        checks = {
+            camera: pool.submit(
+                _check_frames_within_video, chunks, frames, recording, camera, tolerate_damage, referrer
+            )
             for camera, (chunks, frames) in frames_by_camera.items()
-        ]
-        for check in checks:
-            check.result()
+        }
+        sizes = {camera: check.result() for camera, check in checks.items()}
+    return {camera: size for camera, size in sizes.items() if size is not None}
 
 
 def _check_frames_within_video(
@@ -307,26 +324,33 @@ def _check_frames_within_video(
     camera: int,
     tolerate_damage: bool = False,
     referrer: str | None = None,
-) -> None:
+) -> FrameSize | None:
     """Fail before decoding anything if the motion capture refers to frames past the last chunk.
 
+    Probes the chunk holding the highest frame asked for (a chunk that will be read, so nothing
+    is fetched in vain) and returns its frame size, which every chunk of the camera must have
+    (`video.CameraFrames`); None when no frame is asked for.
+
     ``referrer``: what holds ``frames``, for the message (default: the recording's motion capture).
-    ``tolerate_damage`` (``on_corrupt_video="skip"``): an unreadable last chunk is not an error here;
-    its frames are left out (and counted) when the examples are generated.
+    ``tolerate_damage`` (``on_corrupt_video="skip"``): an unreadable chunk is not an error here
+    (None); its frames are left out (and counted) when the examples are generated.
     """
     if frames.size == 0:
-        return
-    last = chunks[-1]
+        return None
     highest = int(frames.max())
-    if highest < last.start:
-        return
+    last = next((chunk for chunk in reversed(chunks) if chunk.start <= highest), None)
+    if last is None:  # before the first chunk: `video.CameraFrames` says so when it is asked for
+        return None
     with open_file(last.file) as file:
         try:
             info = probe_video(file, last.file.name)
         except VideoDecodeError:
             if tolerate_damage:
-                return
+                return None
             raise
+    size = FrameSize(info.width, info.height, last.file.name)
+    if last is not chunks[-1]:
+        return size
     if info.num_frames is not None and highest >= last.start + info.num_frames:
         raise MissingFileError(
             f"{last.file.name}: {referrer or f'the motion capture of {recording}'} refers to camera {camera} "
@@ -335,6 +359,7 @@ def _check_frames_within_video(
             f"(up to frame {last.start + info.num_frames - 1}). Chunk(s) after it are missing or it is "
             "truncated: restore them (download again)."
         )
+    return size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,6 +645,7 @@ def _camera_frames(shard: Shard, selection: Selection, camera: int, on_corrupt: 
         f"{shard.recording} camera {camera}",
         on_corrupt,
         selection.decoder_threading,
+        shard.frame_sizes.get(camera),
     )
 
 
@@ -631,6 +657,12 @@ def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     chunk = shard.chunks[shard.camera][shard.chunk_index]
     with open_file(chunk.file) as file:
         video_bytes = file.read()
+    expected = shard.frame_sizes.get(shard.camera)
+    if expected is not None:
+        info = probe_video(io.BytesIO(video_bytes), chunk.file.name)
+        if (info.width, info.height) != (expected.width, expected.height):
+            label = f"{shard.recording} camera {shard.camera}"
+            raise FrameSizeError(frame_size_message(chunk.file.name, info.width, info.height, expected, label))
     num_frames = count_frames(io.BytesIO(video_bytes), chunk.file.name)
     samples = selected_samples(mocap, selection.frame_step)
     frames = mocap.frame_index[shard.camera][samples]

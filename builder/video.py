@@ -24,7 +24,7 @@ import numpy as np
 import simplejpeg
 from av.video.reformatter import ColorRange
 
-from .errors import VideoDecodeError
+from .errors import FrameSizeError, VideoDecodeError
 from .sources import FileRef, VideoChunk, describe_names, open_file
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,33 @@ class VideoInfo:
     height: int
     frame_rate: float | None
     num_frames: int | None
+
+
+@dataclass(frozen=True)
+class FrameSize:
+    """The frame size of a camera's video in pixels, and the chunk it was read from (for messages)."""
+
+    width: int
+    height: int
+    source: str
+
+
+def frame_size_message(source: str, width: int, height: int, expected: FrameSize, label: str, position: int = 0) -> str:
+    """The `FrameSizeError` message: ``source`` (frame ``position``) is ``width``×``height``, not ``expected``.
+
+    ``label`` names the camera, e.g. ``"s1-d1 camera 3"``.
+    """
+    where = "its frames are" if position == 0 else f"its frame {position} is"
+    other = (
+        f"its earlier frames are {expected.width}×{expected.height}"
+        if expected.source == source
+        else f"{expected.source}, another chunk of {label}, has {expected.width}×{expected.height} frames"
+    )
+    return (
+        f"{source}: {where} {width}×{height} pixels, but {other}. A camera's calibration (and so keypoints_2d) "
+        "fits one frame size: one of these is not the released file. Download the odd one again (the "
+        "release's frames are about 1320×1048), or leave this camera out with cameras=[...]."
+    )
 
 
 def probe_video(file: IO[bytes], source: str) -> VideoInfo:
@@ -497,6 +524,9 @@ class CameraFrames:
             decoded once in full (`scan_damage`, so it is decoded twice in all), and `get` returns
             None for its damaged frames; they are recorded in `skipped` (file name → positions
             asked for) and `damaged` (file name → `VideoDamage`), and logged as a warning.
+        frame_size: the camera's frame size, read from another of its chunks when the shard was
+            planned; None: the first frame this reader decodes sets it. Every decoded frame must have
+            it (`FrameSizeError` otherwise, with either ``on_corrupt``).
     """
 
     _CACHE_SIZE = 8
@@ -508,6 +538,7 @@ class CameraFrames:
         label: str,
         on_corrupt: str = "error",
         thread_type: str | None = None,
+        frame_size: FrameSize | None = None,
     ):
         if on_corrupt not in ("error", "skip"):
             raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
@@ -525,6 +556,7 @@ class CameraFrames:
         self._decoder: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._file: IO[bytes] | None = None
         self._next_position = 0
+        self._frame_size = frame_size
         self.reopened = 0
 
     def __enter__(self) -> CameraFrames:
@@ -631,6 +663,14 @@ class CameraFrames:
         assert self._decoder is not None
         for decoded_position, frame in self._decoder:
             self._next_position = decoded_position + 1
+            size = self._frame_size
+            if size is None:
+                self._frame_size = FrameSize(frame.width, frame.height, chunk.file.name)
+            elif frame.width != size.width or frame.height != size.height:
+                self.close()
+                raise FrameSizeError(
+                    frame_size_message(chunk.file.name, frame.width, frame.height, size, self._label, decoded_position)
+                )
             if decoded_position == position:
                 jpeg = (
                     encode_jpeg(frame, self._quality)
