@@ -101,7 +101,7 @@ class Shard:
 def load_mocap(ref: FileRef) -> MocapRecording:
     """Parse a .mat once per process (shards of the same recording share it)."""
     with open_file(ref) as file:
-        return read_mocap(file, ref.name)
+        return read_mocap(file, ref.label)
 
 
 def selected_samples(recording: MocapRecording, frame_step: int) -> np.ndarray:
@@ -343,17 +343,17 @@ def _check_frames_within_video(
         return None
     with open_file(last.file) as file:
         try:
-            info = probe_video(file, last.file.name)
+            info = probe_video(file, last.file.label)
         except VideoDecodeError:
             if tolerate_damage:
                 return None
             raise
-    size = FrameSize(info.width, info.height, last.file.name)
+    size = FrameSize(info.width, info.height, last.file.label)
     if last is not chunks[-1]:
         return size
     if info.num_frames is not None and highest >= last.start + info.num_frames:
         raise MissingFileError(
-            f"{last.file.name}: {referrer or f'the motion capture of {recording}'} refers to camera {camera} "
+            f"{last.file.label}: {referrer or f'the motion capture of {recording}'} refers to camera {camera} "
             f"frame {highest}, "
             f"but the last chunk present starts at {last.start} and holds {info.num_frames} frames "
             f"(up to frame {last.start + info.num_frames - 1}). Chunk(s) after it are missing or it is "
@@ -445,7 +445,7 @@ def _camera_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
         first = shard.chunks.get(camera)
         if first:
             with open_file(first[0].file) as file:
-                info = probe_video(file, first[0].file.name)
+                info = probe_video(file, first[0].file.label)
             width, height = info.width, info.height
         yield {
             "recording": shard.recording,
@@ -659,11 +659,11 @@ def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
         video_bytes = file.read()
     expected = shard.frame_sizes.get(shard.camera)
     if expected is not None:
-        info = probe_video(io.BytesIO(video_bytes), chunk.file.name)
+        info = probe_video(io.BytesIO(video_bytes), chunk.file.label)
         if (info.width, info.height) != (expected.width, expected.height):
             label = f"{shard.recording} camera {shard.camera}"
-            raise FrameSizeError(frame_size_message(chunk.file.name, info.width, info.height, expected, label))
-    num_frames = count_frames(io.BytesIO(video_bytes), chunk.file.name)
+            raise FrameSizeError(frame_size_message(chunk.file.label, info.width, info.height, expected, label))
+    num_frames = count_frames(io.BytesIO(video_bytes), chunk.file.label)
     samples = selected_samples(mocap, selection.frame_step)
     frames = mocap.frame_index[shard.camera][samples]
     inside = chunk_samples(shard.chunks[shard.camera], shard.chunk_index, frames)
@@ -671,7 +671,7 @@ def _video_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     past_end = positions >= num_frames
     if past_end.any():
         raise VideoDecodeError(
-            f"{chunk.file.name}: the motion capture asks for global frame {int(frames[inside][past_end].max())} "
+            f"{chunk.file.label}: the motion capture asks for global frame {int(frames[inside][past_end].max())} "
             f"but this chunk holds {num_frames} frames (from {chunk.start}). A chunk is missing or this "
             "file is truncated: restore it (download it again)."
         )

@@ -60,7 +60,7 @@ def find_annotation(data_dir: str | None, annotation_file: str | None) -> FileRe
 def load_mini(ref: FileRef) -> MiniAnnotation:
     """Read the annotation once per process (it is shared by every shard)."""
     with open_file(ref) as file:
-        return load_annotation(file, ref.name)
+        return load_annotation(file, ref.label)
 
 
 def _field(fields: Mapping, *names: str):

@@ -123,7 +123,8 @@ class CorruptVideoSummary:
         lines = [self.headline()]
         for name in self.files[:MAX_FILES_LISTED]:
             left_out = f"frames {describe_positions(self.frames[name])} left out" if self.frames.get(name) else ""
-            why = "; ".join(message.removeprefix(f"{name}: ") for message in self.problems.get(name, [])[:3])
+            # a message starts with the file's name, or its path (a loose local file): the line names it already
+            why = "; ".join(message.split(f"{name}: ", 1)[-1] for message in self.problems.get(name, [])[:3])
             lines.append(f"{name}: " + " — ".join(part for part in (left_out, why) if part))
         if len(self.files) > MAX_FILES_LISTED:
             lines.append(f"… and {len(self.files) - MAX_FILES_LISTED} more damaged file(s)")

@@ -160,6 +160,15 @@ class FileRef:
     crc32: int | None = None
 
     @property
+    def label(self) -> str:
+        """How messages about the file's contents name it: a loose local file by its path, so the user
+        fixes (or deletes) that very file; a remote file or a zip member by its release name (`where`
+        says where those are, and a zip member's own damage is reported with the zip)."""
+        if "://" in self.location or self.member_offset is not None:
+            return self.name
+        return self.location
+
+    @property
     def where(self) -> str:
         """Where the bytes are, for messages: the path or URL, or ``member '<member>' of <zip>``.
 

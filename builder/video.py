@@ -61,6 +61,11 @@ class UnreadableVideoError(VideoDecodeError):
     """
 
 
+def _reason(error: Exception) -> str:
+    """What FFmpeg (or the OS) said, without the file name it appends (messages name the file first)."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 @contextlib.contextmanager
 def open_video(
     file: IO[bytes], source: str
@@ -75,7 +80,9 @@ def open_video(
     try:
         container = av.open(file, mode="r", metadata_errors=METADATA_ERRORS)
     except (av.error.FFmpegError, OSError) as error:  # PyAV raises OSError for e.g. an empty file
-        raise UnreadableVideoError(f"{source}: cannot be opened as a video ({error}). {_REDOWNLOAD}") from error
+        raise UnreadableVideoError(
+            f"{source}: cannot be opened as a video ({_reason(error)}). {_REDOWNLOAD}"
+        ) from error
     with container:
         demuxer = set(container.format.name.split(","))
         if not demuxer & MP4_DEMUXER_NAMES:
@@ -203,7 +210,7 @@ def count_frames(file: IO[bytes], source: str) -> int:
         try:
             return sum(1 for packet in container.demux(stream) if packet.size)
         except av.error.FFmpegError as error:
-            raise VideoDecodeError(f"{source}: cannot be read as a video ({error}). {_REDOWNLOAD}") from error
+            raise VideoDecodeError(f"{source}: cannot be read as a video ({_reason(error)}). {_REDOWNLOAD}") from error
 
 
 def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
@@ -367,13 +374,15 @@ def _decode_events(
                 try:
                     frames = stream.decode(packet)
                 except ffmpeg_error as error:
-                    message = f"{source}: decoding failed after {tracker.position} frames ({error})"
+                    message = f"{source}: decoding failed after {tracker.position} frames ({_reason(error)})"
                     yield _Anomaly(tracker.position, 1, message, pts=packet.pts if packet.pts is not None else -1)
                     continue
                 for frame in frames:
                     yield from tracker.frame(frame, source)
         except ffmpeg_error as error:  # the container itself is damaged: flush what was decoded
-            yield _Anomaly(tracker.position, 1, f"{source}: reading failed after {tracker.position} frames ({error})")
+            yield _Anomaly(
+                tracker.position, 1, f"{source}: reading failed after {tracker.position} frames ({_reason(error)})"
+            )
             with contextlib.suppress(ffmpeg_error):
                 for frame in stream.codec_context.decode(None):
                     yield from tracker.frame(frame, source)
@@ -441,7 +450,7 @@ def iter_decoded_frames(
             raise VideoDecodeError(_explained(tracker, source, deferred.message))
     except ffmpeg_error as error:
         raise VideoDecodeError(
-            f"{source}: decoding failed after {tracker.position} frames ({error}). {_REDOWNLOAD}"
+            f"{source}: decoding failed after {tracker.position} frames ({_reason(error)}). {_REDOWNLOAD}"
         ) from error
 
 
@@ -578,7 +587,7 @@ class CameraFrames:
         if index < 0:
             raise VideoDecodeError(
                 f"{self._label}: frame {frame_index} is before the first chunk "
-                f"({self._chunks[0].file.name if self._chunks else 'no chunks'})."
+                f"({self._chunks[0].file.label if self._chunks else 'no chunks'})."
             )
         return index
 
@@ -665,11 +674,11 @@ class CameraFrames:
             self._next_position = decoded_position + 1
             size = self._frame_size
             if size is None:
-                self._frame_size = FrameSize(frame.width, frame.height, chunk.file.name)
+                self._frame_size = FrameSize(frame.width, frame.height, chunk.file.label)
             elif frame.width != size.width or frame.height != size.height:
                 self.close()
                 raise FrameSizeError(
-                    frame_size_message(chunk.file.name, frame.width, frame.height, size, self._label, decoded_position)
+                    frame_size_message(chunk.file.label, frame.width, frame.height, size, self._label, decoded_position)
                 )
             if decoded_position == position:
                 jpeg = (
@@ -683,9 +692,9 @@ class CameraFrames:
                 return jpeg
         decoded = self._next_position
         self.close()
-        following = self._chunks[chunk_index + 1].file.name if chunk_index + 1 < len(self._chunks) else None
+        following = self._chunks[chunk_index + 1].file.label if chunk_index + 1 < len(self._chunks) else None
         raise VideoDecodeError(
-            f"{chunk.file.name}: the motion capture asks for global frame {frame_index} (position {position} "
+            f"{chunk.file.label}: the motion capture asks for global frame {frame_index} (position {position} "
             f"in this chunk) but the video ends after {decoded} frames. "
             + (
                 f"The next chunk present is {following}: a chunk in between is missing, or this file is truncated. "
@@ -703,13 +712,13 @@ class CameraFrames:
             damage = self._damage_of(chunk_index)
             self._decoder = iter_decoded_frames(
                 self._file,
-                chunk.file.name,
+                chunk.file.label,
                 skip=damage.bad or (),
                 thread_type=CHECKED_DECODER_THREAD_TYPE,
                 expected_errors=damage.error_pts,
             )
         else:
-            self._decoder = iter_decoded_frames(self._file, chunk.file.name, thread_type=self._thread_type)
+            self._decoder = iter_decoded_frames(self._file, chunk.file.label, thread_type=self._thread_type)
         self._chunk_index = chunk_index
         self._next_position = 0
 
@@ -719,7 +728,7 @@ class CameraFrames:
         if damage is None:
             chunk = self._chunks[chunk_index]
             with open_file(chunk.file) as file:
-                damage = scan_damage(file, chunk.file.name)
+                damage = scan_damage(file, chunk.file.label)
             self._damage[chunk_index] = damage
             if damage.problems:
                 self.damaged[chunk.file.name] = damage
@@ -731,7 +740,8 @@ class CameraFrames:
                 logger.warning(
                     "%s: %s. on_corrupt_video='skip': leaving out %s (frames predicted from damaged ones included).",
                     self._label,
-                    "; ".join(damage.problems[:3]) + (f"; … ({more} more)" if more > 0 else ""),
+                    "; ".join(problem.rstrip(".") for problem in damage.problems[:3])
+                    + (f"; … ({more} more)" if more > 0 else ""),
                     left_out,
                 )
         return damage

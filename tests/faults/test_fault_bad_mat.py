@@ -136,17 +136,19 @@ def test_broken_mat_is_a_clear_error_and_leaves_no_finished_cache(case, release_
     with pytest.raises(MocapFormatError) as error:
         rat7m.load_dataset("mocap", data_dir=release_copy, cache_dir=cache_dir)
     message = str(error.value)
-    assert message.startswith(f"{MAT}: "), message
+    # a loose local file is named by its path, so the user fixes that very file
+    assert message.startswith(f"{os.path.join(release_copy, 'annotations', MAT)}: "), message
     assert re.search(expected, message), message
     assert message.endswith(FIX)
     assert prepared_info_files(cache_dir) == [] and incomplete_dirs(cache_dir) == []
 
 
 def test_broken_mat_fails_a_video_config_before_any_frame_is_decoded(release_copy, cache_dir, monkeypatch):
-    _mutate(lambda v: v["cameras"].pop("Camera5"))(os.path.join(release_copy, "annotations", "mocap-s1-d1.mat"))
+    path = os.path.join(release_copy, "annotations", "mocap-s1-d1.mat")
+    _mutate(lambda v: v["cameras"].pop("Camera5"))(path)
     decoded = []
     monkeypatch.setattr("rat7m_builder.video.iter_decoded_frames", lambda *a, **k: decoded.append(a) or iter(()))
-    with pytest.raises(MocapFormatError, match=r"^mocap-s1-d1\.mat: field 'cameras' lacks \['Camera5'\]"):
+    with pytest.raises(MocapFormatError, match=rf"^{re.escape(path)}: field 'cameras' lacks \['Camera5'\]"):
         rat7m.load_dataset("frames", data_dir=release_copy, cache_dir=cache_dir)
     assert decoded == []
     assert prepared_info_files(cache_dir) == [] and incomplete_dirs(cache_dir) == []
