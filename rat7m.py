@@ -17,6 +17,7 @@ the Hub gets plain Parquet (``rat7m export`` / ``rat7m push``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import glob
 import logging
@@ -157,6 +158,35 @@ class Rat7MConfig(datasets.BuilderConfig):
             )
 
 
+#: The config keywords that select the examples (all but ``source`` change them).
+_SELECTION_FIELDS = ("recordings", "cameras", "frame_step", "jpeg_quality", "annotation_file", "on_corrupt_video")
+
+
+def _canonical_config_kwargs(config_name: str, data_dir: str | None, kwargs: dict) -> dict:
+    """``kwargs`` with the selection as it means, not as it was spelled (the cache folder is named after it).
+
+    `datasets` names the cache folder after the config keywords as passed, so ``cameras=[3, 1]`` and
+    ``[1, 3]``, or ``frame_step=1`` given or left out (the command line passes every default), would
+    each build and cache the same examples again. Here the selection is validated and normalised
+    (release order, ascending cameras, absolute paths) and defaults are left out.
+    """
+    given = {key: kwargs[key] for key in _SELECTION_FIELDS if kwargs.get(key) is not None}
+    selection = Rat7MConfig(name=config_name, **given)
+    selection.validate()
+    defaults = Rat7MConfig(name=config_name)
+    canonical = {key: value for key, value in kwargs.items() if key not in _SELECTION_FIELDS}
+    for key in given:
+        value = getattr(selection, key)
+        if value == getattr(defaults, key) or (key == "cameras" and value == CAMERAS):
+            continue
+        if key == "recordings" and value == RECORDINGS and data_dir is None:  # None means all seven then
+            continue
+        if key == "annotation_file":
+            value = os.path.abspath(os.path.expanduser(value))
+        canonical[key] = value
+    return canonical
+
+
 class Rat7M(datasets.GeneratorBasedBuilder):
     """The RAT7M dataset builder. See the module docstring and the dataset card for the columns."""
 
@@ -179,11 +209,26 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                 cameras = selection.cameras or CAMERAS
                 local_index = scan_local(data_dir)
                 kwargs["recordings"] = _local_default_recordings(local_index, data_dir, config_name, cameras)
+        config_name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
+        if config_name in CONFIG_NAMES:
+            kwargs = _canonical_config_kwargs(config_name, data_dir, kwargs)
         super().__init__(*args, data_dir=data_dir, **kwargs)
         self._local_index: ReleaseIndex | None = local_index
         self.config.validate()
         #: What a build found worth telling (the dataset card's "Build notes"): heading → lines.
         self.build_notes: dict[str, list[str]] = {}
+
+    def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
+        # ``source`` only says how to fetch the same files: it stays out of the cache folder's name,
+        # so a build from article zips and one from single files share their cache.
+        source = config_kwargs.pop("source", None)
+        builder_config, config_id = super()._create_builder_config(
+            config_name, custom_features, config_id, **config_kwargs
+        )
+        if source is not None and source != builder_config.source:
+            builder_config = copy.deepcopy(builder_config)  # never change the class's shared config
+            builder_config.source = source
+        return builder_config, config_id
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

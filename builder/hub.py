@@ -381,9 +381,11 @@ def _merge_cards(old: _Card | None, new: _Card, configs: list[str]) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A unique name opened with "x", not `tempfile.mkstemp`: mkstemp's files are 0600 whatever the
+    # umask, and the card of a shared export folder must be as readable as its Parquet files.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

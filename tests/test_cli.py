@@ -33,6 +33,42 @@ def test_prepare_prints_where_it_is_cached(sample_release, tmp_path, capsys):
     assert "mocap      train      30 rows" in printed and f"cached in {tmp_path}" in printed
 
 
+def test_what_prepare_caches_is_what_load_dataset_reuses(sample_release, tmp_path, capsys, monkeypatch):
+    # The command line passes every default (--frame-step 1, --jpeg-quality 90, --source files);
+    # Python callers pass none, or spell the same selection otherwise: one cache for all of them.
+    cache = str(tmp_path / "cache")
+    argv = ["prepare", "mocap", "--data-dir", sample_release.root, "--cache-dir", cache, "--cameras", "3,1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    built = {os.path.dirname(path) for path in Path(cache).rglob("dataset_info.json")}
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the cached build was not reused: it is being built again")
+
+    monkeypatch.setattr(rat7m.Rat7M, "_split_generators", no_rebuild)
+    for spelling in (
+        {"cameras": [1, 3]},
+        {"cameras": (3, 1), "frame_step": 1, "jpeg_quality": 90, "on_corrupt_video": "error"},
+        {"cameras": 3 * [3, 1], "source": "archives", "recordings": ["s5-d1", "s1-d1"]},
+    ):
+        mocap = rat7m.load_dataset("mocap", data_dir=sample_release.root, cache_dir=cache, **spelling)
+        assert {split: mocap[split].num_rows for split in mocap} == {"train": 30, "test": 30}
+    assert {os.path.dirname(path) for path in Path(cache).rglob("dataset_info.json")} == built
+
+
+def test_selections_that_differ_get_their_own_cache(sample_release, tmp_path):
+    ids = {
+        rat7m.Rat7M(config_name="mocap", data_dir=sample_release.root, cache_dir=str(tmp_path), **kwargs).config_id
+        for kwargs in ({}, {"cameras": [1]}, {"frame_step": 2}, {"recordings": ["s1-d1"]}, {"jpeg_quality": 80})
+    }
+    assert len(ids) == 5
+    without_data_dir = rat7m.Rat7M(config_name="frames", cache_dir=str(tmp_path), cameras=list(range(1, 7)))
+    assert without_data_dir.config_id == "frames"  # all six cameras is the default: the plain config's folder
+    archives = rat7m.Rat7M(config_name="frames", cache_dir=str(tmp_path), source="archives")
+    assert (archives.config_id, archives.config.source) == ("frames", "archives")
+    assert rat7m.Rat7M.BUILDER_CONFIGS[2].source == "files"  # the shared config is never changed
+
+
 def test_bad_selection_is_a_one_line_error(sample_release, tmp_path, capsys):
     assert main(["prepare", "mocap", "--data-dir", sample_release.root, "--recordings", "s7-d1"]) == 1
     assert "error: recordings: unknown ['s7-d1']. Valid recordings:" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -263,6 +264,19 @@ configs:
 
 Written by hand: rat7m must not rewrite this text.
 """
+
+
+def test_the_card_is_as_readable_as_the_shards(tmp_path, mocap_dd, card_body):
+    # A shared export folder: others must be able to read the card (the umask decides, as for the shards).
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "export"
+        export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    finally:
+        os.umask(previous)
+    modes = {name: stat.S_IMODE(os.stat(out / name).st_mode) for name in files_under(out)}
+    assert set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE(os.stat(out / "mocap").st_mode) == 0o755  # the config folder, renamed into place
 
 
 def test_export_into_a_folder_with_a_hand_written_readme_keeps_its_text_and_keys(tmp_path, mocap_dd, card_body):
