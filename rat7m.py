@@ -57,7 +57,9 @@ from rat7m_builder.notes import (
     NOTES_DIR,
     ShardNotes,
     read_build_notes,
+    read_plan_notes,
     shard_key,
+    write_plan_notes,
     write_shard_notes,
 )
 from rat7m_builder.sources import ReleaseIndex, scan_local
@@ -428,6 +430,10 @@ class Rat7M(datasets.GeneratorBasedBuilder):
             super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
         finally:
             self._notes_dir = None
+        # kept with the Arrow files: a later load from this cache reports what the planning found
+        write_plan_notes(
+            self._output_dir, {h: lines for h, lines in self.build_notes.items() if h != CORRUPT_VIDEO_HEADING}
+        )
 
     def download_and_prepare(self, *args, **kwargs) -> None:
         """As in `datasets`; then reads the notes the build left (also from an earlier, cached build).
@@ -437,6 +443,8 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         """
         self._say_if_another_prepare_runs(kwargs.get("output_dir"))
         super().download_and_prepare(*args, **kwargs)
+        for heading, lines in read_plan_notes(self._output_dir).items():
+            self.build_notes.setdefault(heading, lines)
         summary = read_build_notes(os.path.join(self._output_dir, NOTES_DIR))
         if summary:
             self.build_notes[CORRUPT_VIDEO_HEADING] = summary.lines()

@@ -6,6 +6,9 @@ JSON file into the folder being prepared (``<cache>/rat7m_build_notes/``, moved 
 Arrow files, removed with them if the prepare fails); `read_build_notes` sums them into the lines
 that ``Rat7M.build_notes`` holds under `CORRUPT_VIDEO_HEADING` and the dataset card prints.
 Works the same with ``num_proc`` (every worker writes its own files).
+
+What planning found (e.g. the pixel convention of a ``mini`` annotation) is kept beside them in
+`PLAN_NOTES_FILE`, so a dataset loaded from the cache carries the same notes as the build that made it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 
 #: Folder of the per-shard notes inside a prepared dataset's cache folder.
 NOTES_DIR = "rat7m_build_notes"
+#: The planning notes of a prepared dataset (heading → lines), in its cache folder.
+PLAN_NOTES_FILE = "rat7m_plan_notes.json"
 #: At most this many files are listed by name in the notes (the counts cover all).
 MAX_FILES_LISTED = 20
 
@@ -129,6 +134,25 @@ class CorruptVideoSummary:
         if len(self.files) > MAX_FILES_LISTED:
             lines.append(f"… and {len(self.files) - MAX_FILES_LISTED} more damaged file(s)")
         return lines
+
+
+def write_plan_notes(folder: str, notes: dict[str, list[str]]) -> None:
+    """Keep the planning notes (heading → lines) in the folder being prepared (atomically; none: no file)."""
+    if not notes:
+        return
+    path = os.path.join(folder, PLAN_NOTES_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(notes, file, ensure_ascii=False, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read_plan_notes(folder: str) -> dict[str, list[str]]:
+    """The planning notes a prepare kept in ``folder`` (`write_plan_notes`); empty when there are none."""
+    path = os.path.join(folder, PLAN_NOTES_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        return {str(heading): [str(line) for line in lines] for heading, lines in json.load(file).items()}
 
 
 def read_build_notes(folder: str) -> CorruptVideoSummary:

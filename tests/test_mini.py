@@ -51,6 +51,19 @@ def test_mini_rows_match_frames_rows(mini_release, tmp_path, sample_release):
             assert read_barcode(decode_jpeg(row["images"][0]["bytes"])) == row["frame_index"][0]
 
 
+def test_the_pixel_convention_note_survives_a_load_from_the_cache(mini_release, cache_dir, monkeypatch):
+    # The note is found while planning; a later load (prepare, then export or push) plans nothing.
+    heading = "pixel convention of the annotation's 2D keypoints"
+    first = rat7m.Rat7M(config_name="mini", data_dir=mini_release, cache_dir=cache_dir)
+    rat7m.prepare(first)
+    assert any("1-based" in line for line in first.build_notes[heading]), first.build_notes
+
+    monkeypatch.setattr(rat7m.Rat7M, "plan", lambda *a, **k: pytest.fail("the cached build was planned again"))
+    again = rat7m.Rat7M(config_name="mini", data_dir=mini_release, cache_dir=cache_dir)
+    rat7m.prepare(again)
+    assert again.build_notes == first.build_notes
+
+
 def test_older_file_without_split_and_with_image_paths(sample_release, tmp_path):
     root = str(tmp_path / "release")
     shutil.copytree(sample_release.root, root)
