@@ -108,7 +108,7 @@ class Rat7MConfig(datasets.BuilderConfig):
         recordings: ``"s1-d1"``-style names; None = with ``data_dir`` the recordings whose .mat is
             there (for configs with images or videos: and an mp4 chunk of a selected camera), else
             all seven.
-        cameras: camera numbers 1–6; None = all six.
+        cameras: camera numbers 1–6, used in ascending order (as `frame_index` lists follow them); None = all six.
         frame_step: keep the samples whose ``sample_index`` is a multiple of this (≥ 1).
         jpeg_quality: JPEG quality of the images, 1–100.
         source: when downloading from figshare: ``"files"`` (only the needed files, verified) or

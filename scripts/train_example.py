@@ -13,7 +13,7 @@ a temporary folder (no network). ``--data-dir`` points it at a local RAT7M copy 
 
 Usage::
 
-    python scripts/train_example.py [--data-dir DIR | --figshare] [--recordings s1-d1,s2-d1]
+    python scripts/train_example.py [--data-dir DIR | --figshare] [--recordings s1-d1,s2-d1] [--split test]
         [--cameras 1,2] [--steps 20] [--batch-size 8] [--num-workers 2] [--threads 1]
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from torch import nn
 
 import rat7m
-from rat7m_builder.manifest import NUM_MARKERS
+from rat7m_builder.manifest import NUM_MARKERS, SPLIT_RECORDINGS
 
 #: Images are resized to this (height, width) before the network: small enough to run on a CPU.
 INPUT_SIZE = (96, 120)
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--figshare", action="store_true", help="stream from figshare instead")
     parser.add_argument("--recordings", help="comma-separated, e.g. s1-d1,s2-d1 (default: all present)")
     parser.add_argument("--cameras", help="comma-separated camera numbers (default: all six)")
+    parser.add_argument("--split", choices=tuple(SPLIT_RECORDINGS), default="train", help="default: train")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     config: dict = {}
     if args.recordings:
         config["recordings"] = [name.strip() for name in args.recordings.split(",") if name.strip()]
+        if not set(config["recordings"]) & set(SPLIT_RECORDINGS[args.split]):
+            parser.error(
+                f"--recordings {args.recordings} holds no recording of the {args.split} split "
+                f"({', '.join(SPLIT_RECORDINGS[args.split])}); choose the split with --split"
+            )
     if args.cameras:
         config["cameras"] = [int(camera) for camera in args.cameras.split(",")]
 
@@ -113,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
 
             data_dir = write_sample(scratch).root
             print(f"embedded sample fabricated in {data_dir}")
-        stream = rat7m.load_dataset("frames", split="train", streaming=True, data_dir=data_dir, **config)
-        print(f"streaming frames/train: {stream.num_shards} shards, {args.num_workers} DataLoader workers")
+        stream = rat7m.load_dataset("frames", split=args.split, streaming=True, data_dir=data_dir, **config)
+        print(f"streaming frames/{args.split}: {stream.num_shards} shards, {args.num_workers} DataLoader workers")
         stream = stream.select_columns(["image", "keypoints_2d"]).shuffle(seed=args.seed, buffer_size=64)
         stream = stream.with_format("torch")
         loader = torch.utils.data.DataLoader(

@@ -358,3 +358,18 @@ def test_train_example_runs():
     assert len(losses) == 3, result.stdout
     assert all(np.isfinite(float(line.split("loss ")[1].split()[0])) for line in losses)
     assert "2 DataLoader workers" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--recordings", "s5-d1"], "holds no recording of the train split"),
+        (["--recordings", "s5-d1", "--split", "test"], "streaming frames/test:"),
+    ],
+)
+def test_train_example_trains_on_the_split_its_recordings_are_in(options, expected):
+    argv = [sys.executable, os.path.join(REPO, "scripts", "train_example.py"), "--steps", "2", *options]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert expected in result.stdout + result.stderr, result.stderr[-3000:]
+    assert result.returncode == (2 if "no recording" in expected else 0)
+    assert "Traceback" not in result.stderr
