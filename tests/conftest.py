@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -32,6 +33,14 @@ def sample_zips(tmp_path_factory):
 def sample_flat(tmp_path_factory):
     """The same release, all files in one flat folder."""
     return write_sample(str(tmp_path_factory.mktemp("sample_flat")), SampleSpec(layout="flat"))
+
+
+@pytest.fixture
+def release_copy(sample_release, tmp_path):
+    """A private copy of the fabricated release (helper layout) that a test may damage."""
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    return root
 
 
 @pytest.fixture

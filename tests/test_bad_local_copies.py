@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 import struct
 import tracemalloc
 import zipfile
@@ -46,14 +45,6 @@ _HEADER_FIELDS = {
     "compress_size": (20, 18, "<I"),
     "file_size": (24, 22, "<I"),
 }
-
-
-@pytest.fixture
-def release_copy(sample_release, tmp_path):
-    """A private copy of the fabricated release (helper layout) that a test may damage."""
-    root = str(tmp_path / "release")
-    shutil.copytree(sample_release.root, root)
-    return root
 
 
 def _mocap_zip(

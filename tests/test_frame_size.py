@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 
 import av
 import numpy as np
@@ -43,13 +42,6 @@ def _widen(path: str) -> None:
     wider = [np.pad(frame, ((0, 0), (0, WIDER), (0, 0))) for frame in frames]
     os.remove(path)
     write_mp4(path, wider, rate, width + WIDER, height)
-
-
-@pytest.fixture
-def release_copy(sample_release, tmp_path):
-    root = str(tmp_path / "release")
-    shutil.copytree(sample_release.root, root)
-    return root
 
 
 def _starts(root: str) -> list[int]:
