@@ -25,14 +25,6 @@ from rat7m_builder.errors import (
 from rat7m_builder.sample import video_frames, write_mp4
 
 
-@pytest.fixture
-def release_copy(sample_release, tmp_path):
-    """A private copy of the fabricated release that a test may damage."""
-    root = str(tmp_path / "release")
-    shutil.copytree(sample_release.root, root)
-    return root
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
