@@ -116,6 +116,7 @@ def _rotation(variables, camera="Camera2"):
         (lambda r: np.zeros((3, 3)), r"is not a rotation: .*max \|R·Rᵀ − I\| = 1 and det R = 0"),
         (lambda r: -r, r"is a reflection, not a rotation: .*det R = -1"),  # det −1: a mirrored frame
         (lambda r: r * 1.01, r"is not a rotation"),  # a scaled rotation
+        (lambda r: r * 1.001, r"is not a rotation"),  # scaled by 0.1 %: R·Rᵀ is 0.2 % off, far above rounding
         (lambda r: r + 1e-3 * np.arange(9.0).reshape(3, 3), r"is not a rotation"),  # skewed axes
         (lambda r: r.T, None),  # still a rotation: accepted (a transposed rotation cannot be told)
         (lambda r: r.astype(np.float32), None),  # single precision: ~1e-7 off, within the tolerance

@@ -22,7 +22,7 @@ from rat7m_builder.errors import (
     UnsafeArchiveError,
     VideoDecodeError,
 )
-from rat7m_builder.sample import video_frames, write_mp4
+from rat7m_builder.sample import SampleSpec, video_frames, write_mp4, write_sample
 
 
 @pytest.mark.parametrize(
@@ -75,6 +75,19 @@ def test_camera_without_any_chunk_is_named(release_copy, cache_dir):
         os.remove(path)
     with pytest.raises(MissingFileError, match=r"camera 6 of s5-d1 has no video chunks.*s5-d1-camera6-0\.mp4"):
         rat7m.load_dataset("multiview", data_dir=release_copy, cache_dir=cache_dir)
+
+
+def test_first_chunks_missing_when_no_camera_has_two_chunks_left(tmp_path, cache_dir):
+    # Every camera keeps only its second (and last) chunk: no gap between chunks to measure the chunk
+    # length by, but a release's chunks start at 0, so each camera's first chunk is missing.
+    spec = SampleSpec(recordings=("s1-d1",), num_samples=20, chunk_frames=16, tail_frames=0)
+    release = write_sample(str(tmp_path / "release"), spec)
+    for path in glob.glob(os.path.join(release.root, "video_sequences", "*-0.mp4")):
+        os.remove(path)
+    assert all(not name.endswith("-0.mp4") for name in os.listdir(os.path.join(release.root, "video_sequences")))
+    expected = r"camera 1 of s1-d1 has gaps in its video chunks: missing s1-d1-camera1-0\.mp4"
+    with pytest.raises(MissingFileError, match=expected):
+        rat7m.load_dataset("frames", data_dir=release.root, cache_dir=cache_dir)
 
 
 def test_missing_last_chunk_means_frames_past_the_end(release_copy, cache_dir):

@@ -76,6 +76,15 @@ def test_a_local_file_is_read_by_path_and_gives_what_its_bytes_give(sample_relea
         )
 
 
+def test_a_frame_row_stored_as_a_column_gives_the_same_frame_index():
+    # MATLAB code may save `frame` as N×1 (a column) instead of the release's 1×N: the same indices.
+    variables = _valid_variables()
+    variables["cameras"]["Camera3"]["frame"] = np.array([[5.0], [6.0], [6.0], [8.0]])
+    parsed = read_mocap(_mat_bytes(variables, oned_as="row"), "mocap-s1-d1.mat")
+    np.testing.assert_array_equal(parsed.frame_index[3], [5, 6, 6, 8])
+    np.testing.assert_array_equal(parsed.frame_index[1], np.arange(4))
+
+
 def test_shared_third_party_mock_is_parsed_then_rejected_naming_field_and_shape():
     with open(SHARED_MOCK, "rb") as file, pytest.raises(MocapFormatError) as error:
         read_mocap(file, "propose-mocap-mock.mat")
