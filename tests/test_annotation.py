@@ -542,3 +542,50 @@ def test_corrupted_annotations_raise_only_own_errors(edits: list[tuple[int, int]
     for position, value in edits:
         content[position] = value
     _load_only_own_errors(bytes(content))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layouts a real file may use, and near misses
+
+
+def test_cameras_keyed_by_strings_give_the_same_parameters() -> None:
+    fields = _fabricate()
+    data = annotation_dict(**fields)
+    # e.g. a file converted from JSON or MATLAB: subject and day keys are strings ("1"), not ints
+    data["cameras"] = {str(s): {str(d): cams for d, cams in days.items()} for s, days in data["cameras"].items()}
+    params = load_annotation(_dumps(data), "memory").camera_parameters(5, 2, "Camera6")
+    expected = load_annotation(_dumps(annotation_dict(**fields)), "memory").camera_parameters(5, 2, "Camera6")
+    assert set(params) == set(expected) == set(_camera_fields(6))
+    for name, value in expected.items():
+        np.testing.assert_array_equal(params[name], value)
+
+
+def test_index_columns_stored_as_column_vectors_are_accepted() -> None:
+    fields = _fabricate()
+    data = annotation_dict(**fields)
+    table = data["table"]
+    # MATLAB-made columns are (N, 1)
+    table["subject_idx"] = table["subject_idx"][:, None]
+    table["cluster_idx"] = table["cluster_idx"][:, None]
+    table["frame_idx"] = {name: column[:, None] for name, column in table["frame_idx"].items()}
+    annotation = load_annotation(_dumps(data), "memory")
+    _assert_matches(annotation, fields)
+    np.testing.assert_array_equal(annotation.cluster_idx, fields["cluster_idx"])
+
+
+def test_transposed_com_is_refused_not_reshaped() -> None:
+    # (2, N) holds as many numbers as (N, 2): reshaping it would pair x of one sample with x of the next
+    data = annotation_dict(**_fabricate())
+    data["table"]["2D_com"]["Camera2"] = data["table"]["2D_com"]["Camera2"].T.copy()
+    with pytest.raises(
+        AnnotationFormatError, match=r"table\['2D_com'\]\['Camera2'\] should have shape \(21, 2\), found \(2, 21\)"
+    ):
+        load_annotation(_dumps(data), "bad.pkl")
+
+
+def test_frame_index_minus_one_is_refused() -> None:
+    # -1 is a common "no frame" marker: it must not pass for a frame index
+    data = annotation_dict(**_fabricate())
+    data["table"]["frame_idx"]["Camera4"][3] = -1
+    with pytest.raises(AnnotationFormatError, match=r"table\['frame_idx'\] holds negative frame indices"):
+        load_annotation(_dumps(data), "bad.pkl")

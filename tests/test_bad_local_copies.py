@@ -18,6 +18,7 @@ import zipfile
 import zlib
 
 import pytest
+from helpers import assert_same_table
 
 import rat7m
 from rat7m_builder import sources
@@ -317,3 +318,83 @@ def test_dangling_link_to_a_zip_is_named_and_other_dangling_links_are_ignored(re
     os.symlink(str(tmp_path / "gone.zip"), link)
     with pytest.raises(MissingFileError, match=re.escape(f"{link}: is a symbolic link to '{tmp_path / 'gone.zip'}'")):
         scan_local(release_copy)
+
+
+# -- 5. zips as other tools write them ----------------------------------------------------------------------
+
+
+def _stored_zip_with_local_extra_fields(sample_release, folder: str) -> str:
+    """The mocap article zip, stored, with extra fields as Info-ZIP's ``zip`` writes them.
+
+    Each local header carries a ``UT`` field (modification and access times) and a ``ux`` field (owner
+    and group), 28 bytes; the central directory a ``UT`` field with the modification time only, 9 bytes.
+    A member's data start after its LOCAL extra field.
+    """
+    mtime = 1_600_000_000
+    times = struct.pack("<HHBll", 0x5455, 9, 3, mtime, mtime)
+    owner = struct.pack("<HHBBIBI", 0x7875, 11, 1, 4, 1000, 4, 1000)  # version 1, uid and gid 1000
+    central_extra = struct.pack("<HHBl", 0x5455, 5, 3, mtime)
+    path = os.path.join(folder, f"{MOCAP_ARTICLE[0]}.zip")
+    os.makedirs(folder, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for mat in sorted(glob.glob(os.path.join(sample_release.root, "annotations", "*.mat"))):
+            info = zipfile.ZipInfo(os.path.basename(mat), (2020, 9, 13, 12, 26, 40))
+            info.extra = times + owner
+            with open(mat, "rb") as file:
+                archive.writestr(info, file.read())
+            info.extra = central_extra  # zipfile writes the central directory (from `info`) on closing
+    return path
+
+
+def test_stored_members_after_local_extra_fields_are_read_from_their_data(sample_release, tmp_path, cache_dir):
+    data_dir = str(tmp_path / "data")
+    zip_path = _stored_zip_with_local_extra_fields(sample_release, data_dir)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert len(archive.getinfo(MAT).extra) == 9  # the central directory's extra differs from the local one
+    with open(os.path.join(sample_release.root, "annotations", MAT), "rb") as file:
+        original = file.read()
+    with open_file(scan_local(data_dir).mocap["s1-d1"]) as member:
+        assert member.read() == original
+    from_zip = rat7m.load_dataset("mocap", data_dir=data_dir, cache_dir=cache_dir)
+    loose = rat7m.load_dataset("mocap", data_dir=sample_release.root, cache_dir=str(tmp_path / "loose_cache"))
+    assert set(from_zip) == set(loose) == {"train", "test"}
+    for split in loose:
+        assert_same_table(from_zip[split].data.table, loose[split].data.table)
+
+
+def test_release_files_in_a_folder_of_the_zip_are_found(sample_release, tmp_path, cache_dir):
+    # a zip made by zipping the extracted folder: members are "Rat7M/mocap-s1-d1.mat"
+    data_dir = str(tmp_path / "data")
+    zip_path = _mocap_zip(sample_release, data_dir)
+    with zipfile.ZipFile(zip_path) as flat, zipfile.ZipFile(str(tmp_path / "data" / "nested.zip"), "w") as nested:
+        for name in flat.namelist():
+            nested.writestr(f"Rat7M/{name}", flat.read(name))
+    os.remove(zip_path)
+    index = scan_local(data_dir)
+    assert index.mocap["s1-d1"].name == MAT and index.mocap["s1-d1"].where.startswith(f"member 'Rat7M/{MAT}' of ")
+    assert _load("mocap", data_dir, cache_dir, split="train").num_rows == 30
+
+
+def test_zip_whose_last_member_runs_past_its_end_is_refused_by_the_scan(sample_release, tmp_path):
+    """A stored member cut short with the central directory kept (moved up to the new end of the data).
+
+    zipfile opens such a zip; `scan_local` refuses it before anything is prepared, naming zip and member.
+    """
+    data_dir = str(tmp_path / "data")
+    zip_path = _mocap_zip(sample_release, data_dir, zipfile.ZIP_STORED)
+    last = "mocap-s5-d1.mat"
+    offset, length = _member_data(zip_path, last)
+    with open(zip_path, "rb") as file:
+        data = file.read()
+    cut = length - 16
+    data = bytearray(data[: offset + 16] + data[offset + length :])
+    end_record = len(data) - 22  # zipfile writes no archive comment
+    (central_offset,) = struct.unpack_from("<I", data, end_record + 16)
+    struct.pack_into("<I", data, end_record + 16, central_offset - cut)
+    with open(zip_path, "wb") as file:
+        file.write(data)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.getinfo(last).compress_size == length  # still readable, still declaring the whole member
+    with pytest.raises(MocapFormatError, match=r"has data up to byte \d+ but the zip ends at byte \d+") as error:
+        scan_local(data_dir)
+    assert str(error.value).startswith(f"{zip_path}: member '{last}' ") and REPLACE in str(error.value)

@@ -239,7 +239,9 @@ def _interrupt_main_when(condition, timeout: float = 20.0) -> threading.Thread:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
-        time.sleep(0.2)  # the worker is now blocked reading the stalled body
+        # Let the client read what the server sent (under load, 0.2 s was sometimes not enough and the
+        # partial file held fewer bytes): it is then blocked reading the stalled body.
+        time.sleep(1.0)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     thread = threading.Thread(target=watch, daemon=True)

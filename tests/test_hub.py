@@ -17,6 +17,7 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import datasets
@@ -316,6 +317,54 @@ def test_a_card_written_by_an_earlier_rat7m_is_recognised(tmp_path, frames_dd, m
     assert "frames-notes" in body and body.count("## Build notes") == 1
     assert sorted(by_config(meta["configs"])) == ["frames", "mocap"]
     assert config_table(body) == {"frames": "train: 12, test: 5", "mocap": "train: 40, test: 9"}
+
+
+def test_a_legacy_card_without_build_notes_is_recognised_by_its_licence_name(tmp_path, frames_dd, mocap_dd, card_body):
+    """Earlier rat7m cards of configs exported without notes have no notes section: pretty_name + license_name."""
+    out = tmp_path / "export"
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    meta, _ = read_card(out)
+    legacy = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n# Old RAT7M body\n"
+    (out / "README.md").write_text(legacy, encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_dataset(frames_dd, "frames", out, card_body_path=card_body)
+    assert not [w for w in caught if "not written by rat7m" in str(w.message)]
+    meta, body = read_card(out)
+    assert "Old RAT7M body" not in body and body.lstrip().startswith("# RAT7M (test card)")
+    assert config_table(body) == {"frames": "train: 12, test: 5", "mocap": "train: 40, test: 9"}
+
+
+def test_reexport_rewrites_the_keys_rat7m_owns_and_keeps_the_users(tmp_path, mocap_dd, card_body):
+    out = tmp_path / "export"
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    meta, body = read_card(out)
+    # What an older rat7m wrote (still its card: the generated-sections mark is in the body), plus a user's key.
+    meta.update(tags=["rat"], task_categories=["other"], license_link="https://example.org/old", my_own_key="kept")
+    (out / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body, encoding="utf-8")
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    meta, _ = read_card(out)
+    assert {k: meta[k] for k in hub.CARD_METADATA} == hub.CARD_METADATA
+    assert meta["my_own_key"] == "kept"
+
+
+def test_size_category_follows_the_largest_config_not_the_old_card(tmp_path, mocap_dd, card_body):
+    out = tmp_path / "export"
+    export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    assert read_card(out)[0]["size_categories"] == ["n<1K"]
+    # Only the card is written: the 1500 rows need not exist for the size category to count them.
+    sizes = {"train": {"num_examples": 1500, "num_bytes": 1, "download_size": 1}}
+    hub.write_card(out, "frames", FRAMES_FEATURES, sizes, card_body_path=card_body)
+    assert read_card(out)[0]["size_categories"] == ["1K<n<10K"]
+
+
+def test_export_refuses_a_readme_whose_yaml_header_is_not_a_mapping(tmp_path, mocap_dd, card_body):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "README.md").write_text("---\n- a\n---\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"README\.md .*must be a mapping"):
+        export_dataset(mocap_dd, "mocap", out, card_body_path=card_body)
+    assert files_under(out) == ["README.md"] and (out / "README.md").read_text() == "---\n- a\n---\n"
 
 
 def test_merging_a_card_into_itself_changes_nothing(tmp_path, frames_dd, mocap_dd, card_body):
