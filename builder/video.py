@@ -186,6 +186,27 @@ def frame_size_message(source: str, width: int, height: int, expected: FrameSize
     )
 
 
+def _index_entries(stream: av.video.stream.VideoStream):
+    """The demuxer's index of the stream (PyAV ≥ 17), None with older PyAV."""
+    return getattr(stream, "index_entries", None)
+
+
+def declared_frames(stream: av.video.stream.VideoStream) -> int | None:
+    """The number of frames the container says it shows, None when it does not say.
+
+    An mp4 edit list can leave frames out: a chunk cut from a longer recording by stream copy starts
+    at the keyframe before its first frame, and the frames before that first frame are decoded but
+    not shown (FFmpeg, hence OpenCV and PyAV, never return them; the frames before that keyframe are
+    not even read). ``stream.frames`` counts every sample in the file, so it counts those too. The
+    demuxer's index (PyAV ≥ 17) holds what is read and marks what is not shown. Older PyAV: the
+    sample count, which is then only an upper bound (see `_FrameTracker.finish`).
+    """
+    entries = _index_entries(stream)
+    if entries:
+        return sum(1 for entry in entries if not entry.is_discard) or None
+    return stream.frames or None
+
+
 def probe_video(file: IO[bytes], source: str) -> VideoInfo:
     """Read the width, height, frame rate and (container-declared) frame count of an mp4.
 
@@ -198,17 +219,20 @@ def probe_video(file: IO[bytes], source: str) -> VideoInfo:
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             frame_rate=float(rate) if rate else None,
-            num_frames=stream.frames or None,
+            num_frames=declared_frames(stream),
         )
 
 
 def count_frames(file: IO[bytes], source: str) -> int:
-    """Frames in an mp4: the container's count, else the number of video packets (no decoding)."""
+    """Frames an mp4 shows: the container's count, else the number of video packets (no decoding).
+
+    Frames an edit list leaves out are not counted (see `declared_frames`).
+    """
     with open_video(file, source) as (container, stream):
-        if stream.frames:
-            return int(stream.frames)
-        try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
+        if _index_entries(stream):
+            return declared_frames(stream) or 0
+        try:  # PyAV < 17, or an index built while reading (fragmented mp4)
+            return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
         except av.error.FFmpegError as error:
             raise VideoDecodeError(f"{source}: cannot be read as a video ({_reason(error)}). {_REDOWNLOAD}") from error
 
@@ -257,16 +281,23 @@ class _FrameTracker:
     out unflagged. Frames leave the decoder in presentation order, so when the frame with pts X
     comes out, every demuxed packet with a smaller pts must have come out already: the rest were
     lost. Positions count lost frames too, so a loss never shifts the frames after it.
+
+    Frames an mp4 edit list hides are decoded and checked too (FFmpeg would drop them silently,
+    damage flag and all, while the shown frames predicted from them come out wrong), but they have no
+    position.
     """
 
     def __init__(self) -> None:
         self.pending: list[int] = []  # heap of the pts of demuxed packets not yet matched by a frame
         self.waiting: Counter[int] = Counter()
+        self.hidden: Counter[int] = Counter()  # pts of packets an edit list hides (decoded, not shown)
+        self.first_pts: int | None = None  # pts of the first packet read (the keyframe decoding starts at)
         self.position = 0  # the next frame position (intact, flagged or lost) in presentation order
         self.last_pts: int | None = None
         self.packets: list[tuple[int, bool]] = []  # (pts, is keyframe) in decode order
         self.discarded = 0  # packets the container marks as not to be shown (edit lists)
-        self.declared: int | None = None  # frames the container declares
+        self.declared: int | None = None  # frames the container declares (`declared_frames`)
+        self.declared_is_exact = True  # False: the sample count, which includes frames an edit list hides
         self.cut_short = False  # the demuxer read a packet short: the file ends inside frame data
 
     def add_packet(self, packet: av.Packet) -> None:
@@ -274,19 +305,56 @@ class _FrameTracker:
             self.cut_short = True
         if packet.pts is None or not packet.size:  # the flush packet at the end
             return
-        if packet.is_discard:
-            self.discarded += 1
-            return
+        if self.first_pts is None:
+            self.first_pts = packet.pts
         heapq.heappush(self.pending, packet.pts)
         self.waiting[packet.pts] += 1
+        if packet.is_discard:
+            self.discarded += 1
+            self.hidden[packet.pts] += 1
+            return
         self.packets.append((packet.pts, bool(packet.is_keyframe)))
 
-    def _pop(self) -> None:
-        self.waiting[heapq.heappop(self.pending)] -= 1
+    def _pop(self) -> bool:
+        """Forget the earliest pending packet; True if it was a hidden one."""
+        pts = heapq.heappop(self.pending)
+        self.waiting[pts] -= 1
+        if self.hidden and self.hidden[pts] > 0:
+            self.hidden[pts] -= 1
+            return True
+        return False
+
+    def _drain_before(self, pts: float, source: str) -> Iterator[_Anomaly]:
+        """Count every pending packet before ``pts`` as lost: its frame should have come out already."""
+        first_lost = self.position
+        while self.pending and self.pending[0] < pts:
+            lost_pts = self.pending[0]
+            if not self._pop():
+                self.position += 1
+            # The pictures shown before the keyframe decoding starts at but decoded after it (open GOP)
+            # need frames the file does not hold: the decoder drops them, as it should.
+            elif self.first_pts is None or lost_pts >= self.first_pts:
+                yield self._hidden_anomaly(source, "could not be decoded")
+        if self.position > first_lost:
+            yield _Anomaly(first_lost, self.position - first_lost, self._lost_message(source, first_lost))
+
+    def _hidden_anomaly(self, source: str, what: str) -> _Anomaly:
+        # Hidden frames come before the first shown frame (or after the last): the frames predicted from
+        # one are in the group of pictures shown next to it.
+        position = min(self.position, max(len(self.packets) - 1, 0))
+        return _Anomaly(
+            position,
+            1,
+            f"{source}: a frame the file's edit list hides (decoded only to predict the shown frames from it, "
+            f"next to frame {position}) {what}: the data around it is damaged",
+        )
 
     def frame(self, frame: av.VideoFrame, source: str) -> Iterator[tuple[int, av.VideoFrame] | _Anomaly]:
         pts = frame.pts if frame.pts is not None else (self.pending[0] if self.pending else None)
-        if pts is None or self.waiting[pts] <= 0 or (self.last_pts is not None and pts <= self.last_pts):
+        # Two packets may carry the same pts (a muxer's rounding): their frames then come out with it in
+        # turn, each matching one packet. A pts with no packet left to match is a frame the file does
+        # not hold.
+        if pts is None or self.waiting[pts] <= 0 or (self.last_pts is not None and pts < self.last_pts):
             yield _Anomaly(
                 max(self.position - 1, 0),
                 1,
@@ -294,13 +362,13 @@ class _FrameTracker:
                 f"the file does not index (pts {frame.pts}): the data around it is damaged",
             )
             return
-        first_lost = self.position
-        while self.pending[0] < pts:
-            self._pop()
-            self.position += 1
-        if self.position > first_lost:
-            yield _Anomaly(first_lost, self.position - first_lost, self._lost_message(source, first_lost))
-        self._pop()
+        if self.pending[0] < pts:
+            yield from self._drain_before(pts, source)
+        self.last_pts = pts
+        if self._pop():  # hidden: never shown, but the shown frames predicted from it need it intact
+            if frame.is_corrupt:
+                yield self._hidden_anomaly(source, "is corrupt (the decoder flagged damaged data)")
+            return
         if frame.is_corrupt:
             yield _Anomaly(
                 self.position, 1, f"{source}: frame {self.position} is corrupt (the decoder flagged damaged data)"
@@ -308,20 +376,19 @@ class _FrameTracker:
         else:
             yield self.position, frame
         self.position += 1
-        self.last_pts = pts
 
     def _lost_message(self, source: str, first: int) -> str:
         frames = f"frame {first}" if self.position - first == 1 else f"frames {first}–{self.position - 1}"
         return f"{source}: {frames} could not be decoded (the decoder produced no picture: damaged data)"
 
     def finish(self, source: str, declared: int | None) -> Iterator[_Anomaly]:
-        if self.pending:
-            first_lost = self.position
-            self.position += len(self.pending)
-            self.pending.clear()
-            self.waiting.clear()
-            yield _Anomaly(first_lost, self.position - first_lost, self._lost_message(source, first_lost))
-        expected = (declared or 0) - self.discarded
+        yield from self._drain_before(float("inf"), source)
+        # Without the demuxer's index (PyAV < 17) the count includes the frames an edit list hides, of
+        # which the discarded packets are only those after the keyframe the demuxer starts at: the
+        # number shown is then unknown, and only a file cut inside frame data is found (`cut_short`).
+        expected = declared or 0
+        if not self.declared_is_exact and self.discarded:
+            expected = 0
         if expected > self.position:
             ends = f"its data ends after frame {self.position - 1}" if self.position else "none of them can be read"
             yield _Anomaly(
@@ -354,6 +421,19 @@ class _FrameTracker:
         return firsts, [(first, stop, leading[first]) for first, stop in zip(firsts, stops, strict=True)]
 
 
+def _without_discard_flag(packet: av.Packet) -> av.Packet:
+    """A copy of a packet an edit list hides, which the decoder then returns a frame for.
+
+    FFmpeg decodes a hidden packet (the shown frames may be predicted from it) but drops its frame,
+    damage flag included; `_FrameTracker` wants to see it. PyAV's packet flags are read-only.
+    """
+    if not packet.size:
+        return packet
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+    return copy
+
+
 def _decode_events(
     file: IO[bytes], source: str, tracker: _FrameTracker, thread_type: str = DECODER_THREAD_TYPE
 ) -> Iterator[tuple[int, av.VideoFrame] | _Anomaly]:
@@ -367,12 +447,13 @@ def _decode_events(
     ffmpeg_error = av.error.FFmpegError
     with open_video(file, source) as (container, stream):
         stream.thread_type = thread_type
-        tracker.declared = stream.frames or None
+        tracker.declared = declared_frames(stream)
+        tracker.declared_is_exact = _index_entries(stream) is not None
         try:
             for packet in container.demux(stream):
                 tracker.add_packet(packet)
                 try:
-                    frames = stream.decode(packet)
+                    frames = stream.decode(_without_discard_flag(packet) if packet.is_discard else packet)
                 except ffmpeg_error as error:
                     message = f"{source}: decoding failed after {tracker.position} frames ({_reason(error)})"
                     yield _Anomaly(tracker.position, 1, message, pts=packet.pts if packet.pts is not None else -1)
@@ -386,7 +467,7 @@ def _decode_events(
             with contextlib.suppress(ffmpeg_error):
                 for frame in stream.codec_context.decode(None):
                     yield from tracker.frame(frame, source)
-        yield from tracker.finish(source, stream.frames or None)
+        yield from tracker.finish(source, declared_frames(stream))
 
 
 def _explained(tracker: _FrameTracker, source: str, message: str) -> str:
