@@ -329,6 +329,24 @@ def test_an_edit_listed_file_cut_short_is_still_found_truncated(open_gop, tmp_pa
         served(data[: len(data) * 2 // 3])
 
 
+def test_a_cut_starting_at_an_open_gop_keyframe_hides_its_undecodable_leading_pictures(open_gop, tmp_path):
+    """Stream copy from the keyframe at 12: its leading pictures 10 and 11 come along (they are decoded
+    after it) but need frame 9; the muxer's edit list starts at the keyframe, so they are hidden."""
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(open_gop)) as source, av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        packets = [packet for packet in source.demux(source.streams.video[0]) if packet.dts is not None]
+        first = next(i for i, packet in enumerate(packets) if packet.is_keyframe and packet.pts > 0)
+        shift = packets[first].dts
+        for packet in packets[first:]:
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, stream
+            out.mux(packet)
+    data = buffer.getvalue()
+    assert opencv_barcodes(data, tmp_path) == list(range(12, NUM_FRAMES))
+    assert [barcode(picture) for picture in served(data).values()] == list(range(12, NUM_FRAMES))
+    assert scan_damage(io.BytesIO(data), SOURCE) == video.VideoDamage(NUM_FRAMES - 12, frozenset(), ())
+
+
 def test_without_the_demuxers_index_a_hidden_start_is_not_taken_for_truncation(open_gop, monkeypatch):
     """PyAV < 17 has no ``Stream.index_entries``: only the sample count, which includes hidden frames."""
     data = hide_first_frames(open_gop, 14)
