@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import json
 import os
 import shutil
 from collections import namedtuple
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standins.figshare import FigshareStandIn, fabricate_release, figshare  # noqa: F401 - fixture
@@ -173,6 +176,7 @@ def test_a_permanent_404_names_url_and_status(figshare, release, cache):  # noqa
     message = str(raised.value)
     assert f"{figshare.base_url}/ndownloader/files/{figshare.file(name).file_id}" in message
     assert "404" in message and name in message
+    assert "not (or no longer) available there" in message  # not "check the URL": the URL is figshare's
     assert len(figshare.requests_for(name)) == 1  # not retried
 
 
@@ -328,3 +332,215 @@ def test_materialize_writes_the_helper_script_layout(figshare, release, tmp_path
         assert os.path.samefile(ref.location, os.path.join(dest, "video_sequences", ref.name))
     materialize(index, dest)  # again: everything already there
     assert sorted(os.listdir(os.path.join(dest, "video_sequences"))) == videos
+
+
+# -- forced re-downloads ---------------------------------------------------------------------------
+
+
+def test_force_download_fetches_listings_and_files_again(figshare, release, cache):  # noqa: F811
+    # force_redownload is the way out of a bad cache: a run that trusted the verified copies (or the
+    # cached listing, which the ChecksumError advice says may be out of date) would change nothing.
+    figshare_index(["s1-d1"], [1], cache, need_video=True, progress=False)
+    figshare.clear_log()
+
+    index = figshare_index(["s1-d1"], [1], cache, need_video=True, progress=False, force_download=True)
+    assert {request.path.split("/")[3] for request in figshare.listing_requests()} == {
+        str(MOCAP_ARTICLE[0]),
+        str(VIDEO_ARTICLES["s1-d1"][0]),
+    }
+    selection = {f"s1-d1-camera1-{start}.mp4" for start in (0, 3500, 7000)} | {"mocap-s1-d1.mat"}
+    assert figshare.downloaded_names() == selection
+    assert all(request.range is None for request in figshare.downloads())  # whole files, not resumes
+    assert _read(index.chunks("s1-d1", 1)[0].file) == release["s1-d1-camera1-0.mp4"]
+
+
+def test_force_download_fetches_article_zips_again(figshare, release, cache):  # noqa: F811
+    figshare_index(["s5-d2"], [1], cache, need_video=False, source="archives", progress=False)
+    figshare.clear_log()
+    index = figshare_index(
+        ["s5-d2"], [1], cache, need_video=False, source="archives", progress=False, force_download=True
+    )
+    zip_path = f"/ndownloader/articles/{MOCAP_ARTICLE[0]}/versions/{MOCAP_ARTICLE[1]}"
+    assert [(request.path, request.range) for request in figshare.downloads()] == [(zip_path, None)]
+    assert _read(index.mocap["s5-d2"]) == release["mocap-s5-d2.mat"]
+
+
+# -- disk space ----------------------------------------------------------------------------------------
+
+
+def _free_space(monkeypatch, free: int) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
+
+
+def test_the_disk_check_keeps_the_documented_margin_spare(figshare, release, cache, monkeypatch):  # noqa: F811
+    # Filling the disk to the last byte breaks everything else on it: the selection must leave
+    # DISK_MARGIN free, and exactly that much is enough.
+    needed = sum(len(release[name]) for name in _s1_cameras_1_2())
+    _free_space(monkeypatch, needed + download.DISK_MARGIN - 1)
+    with pytest.raises(DownloadError, match="Not enough disk space"):
+        figshare_index(["s1-d1"], [1, 2], cache, need_video=True, progress=False)
+    assert figshare.downloads() == []
+
+    _free_space(monkeypatch, needed + download.DISK_MARGIN)
+    figshare_index(["s1-d1"], [1, 2], cache, need_video=True, progress=False)
+    assert figshare.downloaded_names() == _s1_cameras_1_2()
+
+
+def test_the_disk_check_counts_only_the_bytes_a_resume_still_needs(figshare, release, cache, monkeypatch):  # noqa: F811
+    # After an interruption on a nearly full disk, the re-run must resume, not refuse: the partial
+    # file's bytes are already on the disk.
+    name = "mocap-s1-d1.mat"
+    dest = os.path.join(download.article_dir(cache, *MOCAP_ARTICLE), name)
+    os.makedirs(os.path.dirname(dest))
+    with open(dest + ".incomplete", "wb") as partial:
+        partial.write(release[name][:-100])
+    _free_space(monkeypatch, 100 + download.DISK_MARGIN)
+    index = figshare_index(["s1-d1"], [1], cache, need_video=False, progress=False)
+    assert _read(index.mocap["s1-d1"]) == release[name]
+    assert [request.range for request in figshare.requests_for(name)] == [f"bytes={len(release[name]) - 100}-"]
+
+
+def test_a_rerun_with_everything_cached_needs_no_free_space(figshare, release, cache, monkeypatch):  # noqa: F811
+    first = figshare_index(["s1-d1"], [1, 2], cache, need_video=True, progress=False)
+    figshare.clear_log()
+    _free_space(monkeypatch, 0)  # the disk filled up since: the verified files need nothing more
+    assert figshare_index(["s1-d1"], [1, 2], cache, need_video=True, progress=False) == first
+    assert figshare.log == []
+
+
+# -- listings: missing files, caches from elsewhere, servers ignoring pages --------------------------------
+
+
+def test_a_listing_without_the_first_chunk_names_it(figshare, release, cache):  # noqa: F811
+    # Chunks are located by the starts present, so without this check the build would silently start
+    # camera 1 at frame 3500.
+    figshare.listing_hide.add("s1-d1-camera1-0.mp4")
+    with pytest.raises(MissingFileError, match=r"needs: s1-d1-camera1-0\.mp4 \(chunks before frame 3500\)"):
+        figshare_index(["s1-d1"], [1], cache, need_video=True, progress=False)
+    assert figshare.downloads() == []
+
+
+def test_a_gap_is_reported_by_the_missing_chunks_only(figshare, cache):  # noqa: F811
+    fabricate_release(figshare, ["s5-d2"], cameras=(1, 2), starts=(0, 3500, 14000))
+    with pytest.raises(MissingFileError) as raised:
+        figshare_index(["s5-d2"], [1], cache, need_video=True, progress=False)
+    message = str(raised.value)
+    assert "lack 2 file(s)" in message and "s5-d2-camera1-7000.mp4" in message and "s5-d2-camera1-10500.mp4" in message
+    assert "s5-d2-camera1-3500.mp4" not in message and "s5-d2-camera1-14000.mp4" not in message  # they are there
+
+
+def _write_cached_listing(cache: str, api: str, files: list[dict]) -> str:
+    path = os.path.join(download.article_dir(cache, *MOCAP_ARTICLE), "listing.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    content = {"article_id": MOCAP_ARTICLE[0], "version": MOCAP_ARTICLE[1], "api_url": api, "files": files}
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(content, file)
+    return path
+
+
+_STALE_ENTRY = {"id": 1, "name": "mocap-s1-d1.mat", "size": 3, "download_url": "https://mirror.invalid/1"}
+
+
+def test_a_listing_cached_from_another_api_is_fetched_again(figshare, release, cache):  # noqa: F811
+    # RAT7M_FIGSHARE_API_URL was pointed elsewhere (a mirror, a test): its listing is not this API's.
+    path = _write_cached_listing(cache, "https://mirror.invalid/v2", [_STALE_ENTRY])
+    listing = fetch_listing(*MOCAP_ARTICLE, cache)
+    assert {entry["name"] for entry in listing} == {name for name in release if name.startswith("mocap-")}
+    assert len(figshare.listing_requests()) == 1
+    with open(path, encoding="utf-8") as file:
+        assert json.load(file)["api_url"] == download.api_url()
+
+
+def test_a_listing_cached_from_another_api_is_used_when_the_api_fails(figshare, release, cache):  # noqa: F811
+    _write_cached_listing(cache, "https://mirror.invalid/v2", [_STALE_ENTRY])
+    figshare.status_always[f"listing:{MOCAP_ARTICLE[0]}"] = 404
+    assert fetch_listing(*MOCAP_ARTICLE, cache) == [_STALE_ENTRY]  # better than nothing
+
+
+def test_a_server_ignoring_the_page_parameter_is_refused(figshare, release, cache, monkeypatch):  # noqa: F811
+    # Every page answers the same entries: taking them would list files several times (or loop for
+    # ever on an endless listing).
+    monkeypatch.setattr(download, "LISTING_PAGE_SIZE", 4)
+    listing = figshare.listing
+    monkeypatch.setattr(figshare, "listing", lambda article, version: listing(article, version)[:4] * 5)
+    with pytest.raises(DownloadError, match="returned page 2 twice; it ignores pagination"):
+        fetch_listing(*MOCAP_ARTICLE, cache)
+    assert [request.query["page"] for request in figshare.listing_requests()] == ["1", "2"]
+
+
+def test_an_upper_case_md5_in_the_listing_verifies_the_download(figshare, release, cache, monkeypatch):  # noqa: F811
+    listing = figshare.listing
+
+    def upper_case(article_id: int, version: int) -> list[dict]:
+        return [
+            dict(entry, computed_md5=entry["computed_md5"].upper(), supplied_md5=entry["supplied_md5"].upper())
+            for entry in listing(article_id, version)
+        ]
+
+    monkeypatch.setattr(figshare, "listing", upper_case)
+    index = figshare_index(["s1-d1"], [1], cache, need_video=False, progress=False)
+    ref = index.mocap["s1-d1"]
+    # The index carries hex md5 as hashlib writes it, so callers can compare it with their own.
+    assert ref.md5 == hashlib.md5(release["mocap-s1-d1.mat"]).hexdigest() and _read(ref) == release[ref.name]
+
+
+# -- errors and retries --------------------------------------------------------------------------------
+
+
+def test_an_md5_mismatch_message_says_which_checksum_is_whose(figshare, release, cache):  # noqa: F811
+    name = "mocap-s1-d1.mat"
+    figshare.wrong_bytes.add(name)
+    corrupted = bytes(byte ^ 0xFF for byte in release[name][:16]) + release[name][16:]
+    listed, got = hashlib.md5(release[name]).hexdigest(), hashlib.md5(corrupted).hexdigest()
+    with pytest.raises(ChecksumError, match=f"figshare lists {listed}, the downloaded file has {got}"):
+        figshare_index(["s1-d1"], [1], cache, need_video=False, progress=False)
+    # Bytes fresh from the server that fail are reported at once, not downloaded a second time.
+    assert len(figshare.requests_for(name)) == 1
+
+
+# README: "dropped connections, timeouts, 429 and 5xx answers are retried"; a status left out would
+# fail a whole run on one blip of the server.
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_each_transient_status_is_retried(figshare, release, cache, status):  # noqa: F811
+    name = "mocap-s1-d1.mat"
+    figshare.status_once[name] = status
+    index = figshare_index(["s1-d1"], [1], cache, need_video=False, progress=False)
+    assert [request.status for request in figshare.requests_for(name)] == [status, 200]
+    assert _read(index.mocap["s1-d1"]) == release[name]
+
+
+def test_a_huge_retry_after_is_capped_at_max_wait(figshare, release, cache):  # noqa: F811
+    name = "mocap-s1-d1.mat"
+    figshare.status_once[name] = 503
+    figshare.retry_after = "100000"  # a day and more: a run must not hang that long
+    waits: list[float] = []
+    retry = RetryPolicy(max_retries=3, backoff_base=0.01, max_wait=0.5, sleep=waits.append)
+    figshare_index(["s1-d1"], [1], cache, need_video=False, retry=retry, progress=False)
+    assert waits == [0.5]
+
+
+def test_a_retry_after_given_as_an_http_date_is_honoured(figshare, release, cache):  # noqa: F811
+    name = "mocap-s1-d1.mat"
+    figshare.status_once[name] = 429
+    figshare.retry_after = email.utils.format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    waits: list[float] = []
+    retry = RetryPolicy(max_retries=3, backoff_base=0.01, max_wait=7200, sleep=waits.append)
+    figshare_index(["s1-d1"], [1], cache, need_video=False, retry=retry, progress=False)
+    assert len(waits) == 1 and 3000 < waits[0] <= 3600  # about an hour, not the 0.01 s backoff
+
+
+# -- materialise over a stale copy -------------------------------------------------------------------------
+
+
+def test_materialize_replaces_a_same_size_file_with_other_bytes(figshare, release, tmp_path):  # noqa: F811
+    # `rat7m download --dest DIR` into a folder holding a damaged copy of the right size: the copy
+    # must not be kept as if it were the release file.
+    index = figshare_index(["s1-d1"], [1], str(tmp_path / "cache"), need_video=False, progress=False)
+    dest = str(tmp_path / "release")
+    target = os.path.join(dest, "annotations", "mocap-s1-d1.mat")
+    os.makedirs(os.path.dirname(target))
+    with open(target, "wb") as file:
+        file.write(b"\0" * len(release["mocap-s1-d1.mat"]))
+    materialize(index, dest)
+    assert open(target, "rb").read() == release["mocap-s1-d1.mat"]

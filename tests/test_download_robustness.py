@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -392,3 +393,216 @@ def test_offline_a_cached_file_without_md5_or_record_is_called_unverifiable(figs
     message = str(raised.value)
     assert "mocap-s1-d1.mat" in message and "cannot be verified offline" in message
     assert "not in" not in message
+
+
+# -- 7: what is already on disk: verified copies, partial files, records -------------------------------------
+
+
+def _download(standin: FigshareStandIn, name: str, dest: str, size: int | None = None) -> str:
+    stored = standin.file(name)
+    return download_file(_url(standin, name), dest, len(stored.data) if size is None else size, stored.md5)
+
+
+def test_a_verified_copy_cut_short_since_is_downloaded_again(figshare, release, tmp_path):  # noqa: F811
+    # Its .md5 record still names the right md5, but vouches only for a file of the listed size.
+    name = "mocap-s1-d1.mat"
+    dest = _download(figshare, name, str(tmp_path / name))
+    with open(dest, "r+b") as file:
+        file.truncate(100)
+    figshare.clear_log()
+    _download(figshare, name, dest)
+    assert open(dest, "rb").read() == release[name] and len(figshare.requests_for(name)) == 1
+
+
+@pytest.mark.parametrize("record", [None, "0" * 32], ids=["no record", "record of another md5"])
+def test_a_same_size_file_with_other_bytes_is_downloaded_again(figshare, release, tmp_path, record):  # noqa: F811
+    # A file under the final name that no record vouches for (copied in, or a crash right after the
+    # rename; or a record of other bytes) is hashed, not trusted for having the right size.
+    name = "mocap-s1-d1.mat"
+    dest = str(tmp_path / name)
+    with open(dest, "wb") as file:
+        file.write(b"\0" * len(release[name]))
+    if record is not None:
+        download._write_sidecar(dest, record)
+    _download(figshare, name, dest)
+    assert open(dest, "rb").read() == release[name] and len(figshare.requests_for(name)) == 1
+    assert download._read_sidecar(dest) == figshare.file(name).md5
+
+
+def test_a_complete_partial_left_by_an_earlier_run_is_published_with_no_request(figshare, release, tmp_path):  # noqa: F811
+    # A run stopped after the last byte but before the rename: nothing is left to download.
+    name = "s1-d1-camera1-0.mp4"
+    dest = str(tmp_path / name)
+    with open(dest + ".incomplete", "wb") as partial:
+        partial.write(release[name])
+    _download(figshare, name, dest)
+    assert figshare.requests_for(name) == []
+    assert open(dest, "rb").read() == release[name] and not os.path.exists(dest + ".incomplete")
+
+
+def test_a_partial_longer_than_the_listed_size_is_discarded_and_downloaded_from_byte_0(figshare, release, tmp_path):  # noqa: F811
+    name = "s1-d1-camera1-0.mp4"
+    dest = str(tmp_path / name)
+    with open(dest + ".incomplete", "wb") as partial:
+        partial.write(release[name] + b"\0" * 50)
+    _download(figshare, name, dest)
+    assert [request.range for request in figshare.requests_for(name)] == [None]  # no resume past its end
+    assert open(dest, "rb").read() == release[name]
+
+
+@BOUNDED
+def test_a_partial_longer_than_a_file_of_unknown_size_is_downloaded_again(figshare, release, tmp_path):  # noqa: F811
+    # Article zips have no listed size: the server's 416 (with the true size) is what tells that the
+    # partial file cannot be a prefix. Resuming it again and again would fail every run until the user
+    # found and deleted it.
+    name = "s1-d1-camera1-0.mp4"
+    dest = str(tmp_path / name)
+    with open(dest + ".incomplete", "wb") as partial:
+        partial.write(b"\0" * (len(release[name]) + 50))
+    download_file(_url(figshare, name), dest, None, None)
+    assert [(request.range, request.status) for request in figshare.requests_for(name)] == [
+        (f"bytes={len(release[name]) + 50}-", 416),
+        (None, 200),
+    ]
+    assert open(dest, "rb").read() == release[name]
+
+
+def test_more_bytes_than_listed_is_a_checksum_error_naming_both_sizes(figshare, release, tmp_path):  # noqa: F811
+    # Far more than listed (not a transfer that keeps breaking): the listing and the file disagree,
+    # which is what the user must be told.
+    name = "s1-d1-camera1-0.mp4"
+    listed = len(release[name]) // 10
+    with pytest.raises(ChecksumError, match=f"lists {listed}"):
+        _download(figshare, name, str(tmp_path / name), size=listed)
+    assert _leftovers(str(tmp_path)) == []
+
+
+@BOUNDED
+def test_a_body_that_ends_early_without_an_error_is_resumed(figshare, release, tmp_path, monkeypatch):  # noqa: F811
+    # A connection closed cleanly before the end (a body without Content-Length ends this way): the
+    # bytes so far are kept and the rest asked for, not published as a short (bad) file.
+    name = "s1-d1-camera1-0.mp4"
+    read_block = download._read_block
+    reads: list[int] = []
+
+    def first_body_ends_after_1000_bytes(response):
+        reads.append(len(reads))
+        if len(reads) == 1:
+            return response.raw.read(1000)
+        if len(reads) == 2:
+            return b""
+        return read_block(response)
+
+    monkeypatch.setattr(download, "_read_block", first_body_ends_after_1000_bytes)
+    dest = _download(figshare, name, str(tmp_path / name))
+    assert [request.range for request in figshare.requests_for(name)] == [None, "bytes=1000-"]
+    assert open(dest, "rb").read() == release[name]
+
+
+class _Killed(BaseException):
+    """The process stops here (as a SIGKILL would, but catchable by the test)."""
+
+
+def test_a_stop_before_the_rename_leaves_no_record_vouching_for_old_bytes(figshare, release, tmp_path, monkeypatch):  # noqa: F811
+    # An unverified copy is in place (same size, other bytes). If the new .md5 record were written before
+    # the verified file replaced it, a stop in between would leave the bad copy looking verified for good.
+    name = "mocap-s1-d1.mat"
+    dest = str(tmp_path / name)
+    with open(dest, "wb") as file:
+        file.write(b"\0" * len(release[name]))
+    replace = os.replace
+
+    def stop_before_publishing(source, target):
+        if target == dest:
+            raise _Killed()
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", stop_before_publishing)
+    with pytest.raises(_Killed):
+        _download(figshare, name, dest)
+    monkeypatch.setattr(os, "replace", replace)
+
+    assert not download.is_verified(dest, len(release[name]), figshare.file(name).md5)
+    _download(figshare, name, dest)  # the re-run publishes the verified partial file
+    assert open(dest, "rb").read() == release[name]
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def disk_full(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        download._write_json_atomic(str(tmp_path / "listing.json"), {"files": []})
+    assert os.listdir(tmp_path) == []
+
+
+# -- 8: one name listed twice, without md5 ------------------------------------------------------------------
+
+
+def test_a_name_listed_twice_without_md5_under_two_ids_is_refused(figshare, release, cache, monkeypatch):  # noqa: F811
+    # Same size, no md5: nothing tells the two apart, and nothing would catch the wrong one afterwards.
+    name = "mocap-s1-d1.mat"
+    figshare.listing_extra[MOCAP_ARTICLE[0]] = [dict(_entry(figshare, name), id=99999)]
+    listing = figshare.listing
+
+    def without_md5(article_id: int, version: int) -> list[dict]:
+        return [dict(entry, computed_md5="", supplied_md5="") for entry in listing(article_id, version)]
+
+    monkeypatch.setattr(figshare, "listing", without_md5)
+    with pytest.raises(DownloadError, match=f"lists {name} twice"):
+        figshare_index(["s1-d1"], [1], cache, need_video=False, progress=False)
+    assert figshare.downloads() == []
+
+
+# -- 9: article zips whose member data fails its CRC ---------------------------------------------------------
+
+
+def _zip_with_damaged_member(standin: FigshareStandIn, article: tuple[int, int], member: str, pad: bool) -> bytes:
+    """The article's zip with one byte of ``member``'s stored data flipped (headers intact: only the
+    CRC-32 can tell); ``pad`` adds a member, so the zip has another size than the intact one."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for stored in standin.article_files(*article):
+            archive.writestr(stored.name, stored.data)
+        if pad:
+            archive.writestr("notes.txt", b"padding")
+    data = bytearray(buffer.getvalue())
+    header = zipfile.ZipFile(io.BytesIO(buffer.getvalue())).getinfo(member).header_offset
+    name_length, extra_length = struct.unpack("<HH", data[header + 26 : header + 30])
+    data[header + 30 + name_length + extra_length + 10] ^= 0xFF
+    return bytes(data)
+
+
+def test_a_downloaded_zip_failing_a_crc_is_deleted_so_a_rerun_downloads_it_again(figshare, release, cache, monkeypatch):  # noqa: F811
+    article, member = VIDEO_ARTICLES["s1-d1"], "s1-d1-camera1-3500.mp4"
+    served = {"zip": _zip_with_damaged_member(figshare, article, member, pad=False)}
+    original = figshare.article_zip
+    monkeypatch.setattr(figshare, "article_zip", lambda a, v: served["zip"] if (a, v) == article else original(a, v))
+
+    with pytest.raises(ChecksumError, match=f"member '{member}' is damaged"):
+        figshare_index(["s1-d1"], [1], cache, need_video=True, source="archives", progress=False)
+    zip_name = f"article-{article[0]}-v{article[1]}.zip"
+    assert not [path for path in _files_in(cache) if path.startswith(zip_name)]  # zip and its records
+
+    served["zip"] = original(*article)
+    index = figshare_index(["s1-d1"], [1], cache, need_video=True, source="archives", progress=False)
+    assert index.chunks("s1-d1", 1)[1].file.name == member
+    with zipfile.ZipFile(os.path.join(cache, zip_name)) as archive:
+        assert archive.read(member) == release[member]
+
+
+def test_the_verified_members_record_of_a_zip_does_not_vouch_for_another_zip(figshare, release, cache, monkeypatch):  # noqa: F811
+    # The zip was deleted by hand (its .verified.json left behind) and the one downloaded next is damaged:
+    # the members must be checked again, not taken as verified.
+    article, member = VIDEO_ARTICLES["s1-d1"], "s1-d1-camera1-3500.mp4"
+    figshare_index(["s1-d1"], [1], cache, need_video=True, source="archives", progress=False)
+    zip_path = os.path.join(cache, f"article-{article[0]}-v{article[1]}.zip")
+    os.remove(zip_path)
+    assert os.path.exists(zip_path + ".verified.json")
+    damaged = _zip_with_damaged_member(figshare, article, member, pad=True)
+    original = figshare.article_zip
+    monkeypatch.setattr(figshare, "article_zip", lambda a, v: damaged if (a, v) == article else original(a, v))
+
+    with pytest.raises(ChecksumError, match=f"member '{member}' is damaged"):
+        figshare_index(["s1-d1"], [1], cache, need_video=True, source="archives", progress=False)

@@ -7,6 +7,7 @@ import pytest
 from rat7m_builder.errors import SelectionError
 from rat7m_builder.manifest import (
     MARKER_NAMES,
+    MOCAP_ARTICLE,
     RECORDINGS,
     SPLIT_RECORDINGS,
     VIDEO_ARTICLES,
@@ -64,3 +65,19 @@ def test_marker_names_are_in_the_documented_order():
         "HeadF", "HeadB", "HeadL", "SpineF", "SpineM", "SpineL", "Offset1", "Offset2", "HipL", "HipR",
         "ElbowL", "ArmL", "ShoulderL", "ShoulderR", "ElbowR", "ArmR", "KneeR", "KneeL", "ShinL", "ShinR",
     )  # fmt: skip
+
+
+def test_figshare_articles_are_the_published_ones():
+    # Written out from RAT7M.md: the figshare stand-in serves whatever these constants say, so a wrong
+    # id or version passes every download test while every real download of that article fails (404).
+    # The versions matter too: s4-d1's and the mocap article's are 2.
+    assert MOCAP_ARTICLE == (13739233, 2)
+    assert VIDEO_ARTICLES == {
+        "s1-d1": (13751023, 1),
+        "s2-d1": (13753417, 1),
+        "s2-d2": (13759336, 1),
+        "s3-d1": (13764208, 1),
+        "s4-d1": (13767502, 2),
+        "s5-d1": (13770565, 1),
+        "s5-d2": (13769833, 1),
+    }
