@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 from helpers import decode_jpeg, raw_images
 
 import rat7m
+from rat7m_builder.annotation import load_annotation
 from rat7m_builder.cli import main
 from rat7m_builder.errors import AnnotationFormatError, MissingFileError, UnsafePickleError
 from rat7m_builder.sample import read_barcode, write_mini_annotation
@@ -166,3 +169,110 @@ def test_evaluate_command(mini_release, tmp_path, capsys, sample_release):
     np.save(tmp_path / "short.npy", predictions[:-1])
     assert main(["evaluate", str(tmp_path / "short.npy"), "--data-dir", mini_release]) == 1
     assert "14 predictions, but the mini test split has 15 rows" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- pixel convention, rows, file discovery
+
+CONVENTION = "pixel convention of the annotation's 2D keypoints"
+
+
+def test_a_0_based_annotation_is_kept_and_the_card_says_so(sample_release, tmp_path):
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    write_mini_annotation(sample_release, os.path.join(root, ANNOTATION), one_based=False)
+    builder = rat7m.Rat7M(config_name="mini", data_dir=root, cache_dir=str(tmp_path / "c"), cameras=[1])
+    rat7m.prepare(builder)
+    assert builder.build_notes[CONVENTION] == [
+        "s1-d1: table 2D keypoints are 0-based; kept",
+        "s5-d1: table 2D keypoints are 0-based; kept",
+    ]
+
+
+def load_annotation_of(root: str):
+    with open(os.path.join(root, ANNOTATION), "rb") as file:
+        return load_annotation(file, ANNOTATION)
+
+
+def _with_annotation(monkeypatch, change):
+    """Have the builder read the annotation as ``change(annotation)``."""
+    from rat7m_builder import examples
+
+    read = examples.load_mini
+    monkeypatch.setattr(examples, "load_mini", lambda ref: change(read(ref)))
+
+
+def test_without_calibration_to_check_them_keypoints_are_kept_as_stored(mini_release, cache_dir, monkeypatch):
+    # The convention cannot be decided: nothing is shifted (a guess could be off by a pixel), and said so.
+    _with_annotation(monkeypatch, lambda annotation: dataclasses.replace(annotation, cameras={}))
+    builder = rat7m.Rat7M(config_name="mini", data_dir=mini_release, cache_dir=cache_dir, cameras=[2])
+    rat7m.prepare(builder)
+    assert builder.build_notes[CONVENTION][0] == "s1-d1: 2D keypoints kept as stored (no calibration to check them)"
+    stored = load_annotation_of(mini_release)
+    row = builder.as_dataset(split="train").with_format("numpy")[3]
+    np.testing.assert_array_equal(row["keypoints_2d"][0], stored.keypoints_2d[row["annotation_index"], 1])
+
+
+def test_camera_fields_spelled_k_r_t_are_read(mini_release, cache_dir, monkeypatch):
+    # Another spelling of the MATLAB camera fields still decides the convention (1-based here).
+    names = {"IntrinsicMatrix": "K", "RotationMatrix": "r", "TranslationVector": "t"}
+
+    def respelled(annotation):
+        cameras = {
+            subject: {
+                day: {name: {names.get(k, k): v for k, v in fields.items()} for name, fields in by_camera.items()}
+                for day, by_camera in by_day.items()
+            }
+            for subject, by_day in annotation.cameras.items()
+        }
+        return dataclasses.replace(annotation, cameras=cameras)
+
+    _with_annotation(monkeypatch, respelled)
+    builder = rat7m.Rat7M(config_name="mini", data_dir=mini_release, cache_dir=cache_dir, cameras=[1])
+    rat7m.prepare(builder)
+    assert builder.build_notes[CONVENTION][0] == "s1-d1: table 2D keypoints are 1-based; shifted by −1"
+
+
+def test_frame_step_keeps_the_rows_whose_annotation_index_is_a_multiple(mini_release, cache_dir):
+    # As `sample_index` elsewhere: the row's index in the file, not its position in the split (the
+    # test split's rows start at 15 here).
+    mini = rat7m.load_dataset("mini", data_dir=mini_release, cache_dir=cache_dir, cameras=[1], frame_step=2)
+    assert mini["train"]["annotation_index"] == list(range(0, 15, 2))
+    assert mini["test"]["annotation_index"] == list(range(16, 30, 2))
+
+
+def test_com_2d_is_published_0_based_like_the_keypoints(mini_release, cache_dir):
+    # The file's centre of mass is the mean of its (1-based) keypoints: published, it is the mean of
+    # the published 0-based keypoints, shifted the same way.
+    mini = rat7m.load_dataset("mini", split="train", data_dir=mini_release, cache_dir=cache_dir, cameras=[1, 4])
+    rows = mini.with_format("numpy")[:]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN sample: NaN, as in the file
+        expected = np.nanmean(rows["keypoints_2d"], axis=2)
+    np.testing.assert_allclose(rows["com_2d"], expected, atol=1e-3)
+
+
+def test_the_current_annotation_name_wins_over_the_older_one(sample_release, tmp_path):
+    root = str(tmp_path / "release")
+    shutil.copytree(sample_release.root, root)
+    write_mini_annotation(sample_release, os.path.join(root, ANNOTATION))  # every 2nd sample
+    write_mini_annotation(sample_release, os.path.join(root, "rat7m_train_test_annotation.pkl"), sample_step=3)
+    mini = rat7m.load_dataset("mini", split="test", data_dir=root, cache_dir=str(tmp_path / "c"), cameras=[1])
+    assert mini.num_rows == 15
+
+
+def test_an_annotation_file_that_does_not_exist_is_named(sample_release, tmp_path):
+    missing = str(tmp_path / "mini.pkl")
+    with pytest.raises(MissingFileError, match=rf"annotation_file '{re.escape(missing)}' does not exist\. Download"):
+        rat7m.load_dataset("mini", data_dir=sample_release.root, annotation_file=missing, cache_dir=str(tmp_path))
+
+
+def test_stored_arrow_types_are_the_documented_ones(mini_release, cache_dir):
+    # int32 indices, float32 pixels (com_2d too): pinned in the Arrow schema, which `with_format`
+    # would hide (it hands float columns over as float32, int columns as int64 to torch).
+    mini = rat7m.load_dataset("mini", split="test", data_dir=mini_release, cache_dir=cache_dir, cameras=[1])
+    types = {field.name: str(field.type) for field in mini.data.schema}
+    assert types["annotation_index"] == types["subject"] == types["day"] == "int32"
+    assert types["cameras"] == types["frame_index"] == "list<item: int32>"
+    assert types["com_2d"] == "list<item: fixed_size_list<item: float>[2]>"
+    assert types["keypoints_2d"] == "list<item: fixed_size_list<item: fixed_size_list<item: float>[2]>[20]>"
+    assert types["keypoints_3d"] == "fixed_size_list<item: fixed_size_list<item: float>[3]>[20]"

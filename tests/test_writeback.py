@@ -134,3 +134,46 @@ def test_a_prepare_that_drops_every_page_writes_the_same_dataset(monkeypatch, sa
             num_proc=num_proc,
         )
         assert_same_table(dropped.data.table, kept.data.table)
+
+
+@needs_linux
+def test_by_default_the_last_64_mib_of_each_file_stay_cached(tmp_path):
+    path = tmp_path / "train-00000-00000-of-NNNNN.arrow"
+    with open(path, "wb") as file:
+        file.truncate(65 * MIB)  # sparse: sizes are all that count here, nothing is really written
+    trimmer = PageCacheTrimmer(str(path))
+    trimmer.trim()
+    assert trimmer.dropped_bytes == MIB
+
+
+@needs_linux
+def test_trimming_again_before_the_file_grew_leaves_the_kept_tail_alone(monkeypatch, tmp_path):
+    # `datasets` may report progress twice without a write in between. A range of length 0 means
+    # "to the end of the file" to sync_file_range and posix_fadvise: the tail would be dropped too.
+    advised, fadvise = [], os.posix_fadvise
+
+    def recording_fadvise(descriptor, offset, length, advice):
+        advised.append((offset, length))
+        return fadvise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording_fadvise)
+    path = tmp_path / "train-00000-00000-of-NNNNN.arrow"
+    trimmer = PageCacheTrimmer(str(path), keep_bytes=MIB)
+    with open(path, "wb") as file:
+        for _ in range(4):
+            file.write(os.urandom(MIB))
+            file.flush()
+            trimmer.trim()
+            trimmer.trim()
+    assert advised == [(0, MIB), (MIB, MIB), (2 * MIB, MIB)]  # each range once, never the last MiB
+
+
+def test_told_to_keep_the_page_cache_it_touches_no_file(monkeypatch, tmp_path):
+    (tmp_path / "a.arrow").write_bytes(b"x" * 4096)
+    calls = []
+    monkeypatch.setattr(writeback, "_SYNC_FILE_RANGE", lambda *args: calls.append(args) or 0)
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: calls.append(args), raising=False)
+    monkeypatch.setenv(writeback.ENVIRONMENT_VARIABLE, "keep")
+    trimmer = PageCacheTrimmer(str(tmp_path / "*.arrow"), keep_bytes=0)
+    trimmer.trim()
+    assert calls == [] and trimmer.dropped_bytes == 0
