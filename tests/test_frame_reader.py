@@ -1,17 +1,20 @@
-"""`CameraFrames.iter_jpegs` (JPEG encoding in a thread pool, also from the moment sibling jobs leave
-cores idle) and `frame_tables` (``frames`` as Arrow tables).
+"""`CameraFrames` (frames by global index: its cache, chunk lookup and errors), `CameraFrames.iter_jpegs`
+(JPEG encoding in a thread pool, also from the moment sibling jobs leave cores idle) and `frame_tables`
+(``frames`` as Arrow tables).
 
-Both are speed paths (BENCHMARKS.md); what they must never change is the output: the same JPEG
+The last two are speed paths (BENCHMARKS.md); what they must never change is the output: the same JPEG
 bytes, rows, order and Arrow batches as the plain per-frame, per-example path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import os
 import threading
 
+import av
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -19,6 +22,7 @@ from helpers import assert_same_table, decode_jpeg
 
 import rat7m
 from rat7m_builder import video
+from rat7m_builder.errors import FrameSizeError, VideoDecodeError
 from rat7m_builder.examples import (
     FRAME_TABLE_ROWS,
     Selection,
@@ -29,9 +33,9 @@ from rat7m_builder.examples import (
 )
 from rat7m_builder.features import frames_features
 from rat7m_builder.jobs import SiblingJobs
-from rat7m_builder.sample import SampleSpec, read_barcode, write_sample
-from rat7m_builder.sources import scan_local
-from rat7m_builder.video import CameraFrames
+from rat7m_builder.sample import SampleSpec, draw_barcode, read_barcode, write_sample
+from rat7m_builder.sources import FileRef, VideoChunk, scan_local
+from rat7m_builder.video import CameraFrames, FrameSize
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +80,94 @@ def test_frames_decoded_after_a_late_reported_error_are_not_handed_out(long_reco
             reader.get(1)
 
 
+def test_a_frame_asked_again_while_among_the_eight_last_used_is_not_decoded_again(long_recording):
+    # Two samples may share a frame, and a camera's frame list need not be monotonic: a repeat must
+    # come from the cache (least recently used out), as a miss reopens the chunk and decodes it again.
+    requests = [0]
+    for frame in range(1, 13):
+        requests += [frame, 0]  # frame 0 stays among the most recently used while 12 others pass
+    requests.append(12)  # and the newest frame, asked again
+    with _reader(long_recording) as reader:
+        jpegs = [reader.get(frame) for frame in requests]
+        assert reader.reopened == 0
+    assert [read_barcode(decode_jpeg(jpeg)) for jpeg in jpegs] == requests
+
+
+def test_a_frame_before_the_first_chunk_present_is_refused_naming_that_chunk(long_recording):
+    chunks = scan_local(long_recording.root).chunks("s1-d1", 2)[1:]  # frames 0–119 missing
+    with CameraFrames(chunks, 90, "s1-d1 camera 2") as reader:
+        with pytest.raises(
+            VideoDecodeError, match=r"^s1-d1 camera 2: frame 5 is before the first chunk \(.*s1-d1-camera2-120\.mp4\)"
+        ):
+            reader.get(5)
+        assert read_barcode(decode_jpeg(reader.get(120))) == 120
+
+
+def test_a_frame_past_the_end_of_its_chunk_names_the_next_chunk_present(long_recording):
+    chunks = scan_local(long_recording.root).chunks("s1-d1", 2)
+    assert [chunk.start for chunk in chunks] == [0, 120, 240]
+    with CameraFrames([chunks[0], chunks[2]], 90, "s1-d1 camera 2") as reader:  # the middle chunk missing
+        with pytest.raises(VideoDecodeError) as raised:
+            reader.get(130)
+    message = str(raised.value)
+    assert "s1-d1-camera2-0.mp4: the motion capture asks for global frame 130 (position 130" in message
+    assert "the video ends after 120 frames" in message
+    assert "The next chunk present is " in message and "s1-d1-camera2-240.mp4: a chunk in between is missing" in message
+
+
+def test_frames_of_another_height_are_refused_like_frames_of_another_width(long_recording):
+    planned = FrameSize(320, 240, "s1-d1-camera2-240.mp4")  # as if planning had probed a 320×240 chunk
+    chunks = scan_local(long_recording.root).chunks("s1-d1", 2)
+    with CameraFrames(chunks, 90, "s1-d1 camera 2", frame_size=planned) as reader:
+        with pytest.raises(FrameSizeError) as raised:
+            reader.get(0)
+    assert (
+        "s1-d1-camera2-0.mp4: its frames are 320×256 pixels, but s1-d1-camera2-240.mp4, another chunk of "
+        "s1-d1 camera 2, has 320×240 frames" in str(raised.value)
+    )
+
+
+def _segment(first: int, count: int, width: int) -> bytes:
+    """An mp4 of barcoded frames ``first``… with their parameter sets in every keyframe (as a stream
+    that changes resolution carries them), 256 pixels high."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, 256, "yuv420p"
+        stream.options = {"g": "4", "x264-params": "repeat-headers=1"}
+        for value in range(first, first + count):
+            image = np.zeros((256, width, 3), np.uint8)
+            draw_barcode(image, value)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_a_frame_size_change_inside_a_chunk_names_the_first_odd_frame(tmp_path):
+    """8 frames of 320×256, then 8 of 352×256 in the same mp4 (the decoder follows the new parameter sets)."""
+    path = tmp_path / "s1-d1-camera1-0.mp4"
+    with av.open(io.BytesIO(_segment(0, 8, 320))) as first, av.open(io.BytesIO(_segment(8, 8, 352))) as second:
+        with av.open(str(path), "w", format="mp4") as out:
+            stream = out.add_stream_from_template(first.streams.video[0])
+            head = [packet for packet in first.demux(first.streams.video[0]) if packet.dts is not None]
+            tail = [packet for packet in second.demux(second.streams.video[0]) if packet.dts is not None]
+            step = head[1].dts - head[0].dts  # the second segment follows the first, one frame later
+            shift = max(max(p.pts for p in head) - min(p.pts for p in tail), head[-1].dts - tail[0].dts) + step
+            for packet in tail:
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            for packet in head + tail:
+                packet.stream = stream
+                out.mux(packet)
+    chunk = VideoChunk(0, FileRef(path.name, str(path)))
+    with CameraFrames([chunk], 90, "s1-d1 camera 1") as reader:
+        assert [read_barcode(decode_jpeg(reader.get(frame))) for frame in range(8)] == list(range(8))
+        with pytest.raises(FrameSizeError) as raised:
+            reader.get(8)
+    assert "s1-d1-camera1-0.mp4: its frame 8 is 352×256 pixels, but its earlier frames are 320×256" in str(raised.value)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_threaded_encoding_gives_the_bytes_get_gives(long_recording, threads):
     with _reader(long_recording) as reader:
@@ -94,6 +186,32 @@ def test_a_threaded_iteration_left_early_leaves_the_reader_usable(long_recording
         # frames that were in flight when the iteration was dropped are served again, correctly
         again = [reader.get(frame) for frame in (3, 4, 5, 40)]
     assert [read_barcode(decode_jpeg(jpeg)) for jpeg in again] == [3, 4, 5, 40]
+
+
+def test_encodings_cancelled_when_a_threaded_iteration_is_left_are_done_again_when_asked(long_recording, monkeypatch):
+    """Frames still queued for the pool when the iteration is dropped are cancelled: asking for them
+    later must decode and encode them anew, not hand out the cancelled result."""
+    encode, calls, release = video.encode_jpeg, itertools.count(), threading.Event()
+
+    def held_after_three(frame, quality):  # the pool threads get stuck from frame 3 on: the last ones stay queued
+        if next(calls) >= 3:
+            release.wait(30)  # (a bound only: released at the pool's shutdown)
+        return encode(frame, quality)
+
+    class ReleasedAtShutdown(video.ThreadPoolExecutor):
+        def shutdown(self, *args, **kwargs):  # after the iteration's clean-up: let the stuck frames finish
+            release.set()
+            super().shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(video, "encode_jpeg", held_after_three)
+    monkeypatch.setattr(video, "ThreadPoolExecutor", ReleasedAtShutdown)
+    with _reader(long_recording) as reader:
+        jpegs = reader.iter_jpegs(range(60), encode_threads=2)
+        assert [read_barcode(decode_jpeg(jpeg)) for jpeg in itertools.islice(jpegs, 3)] == [0, 1, 2]
+        jpegs.close()
+        assert next(calls) < 7  # of the 7 frames handed to the pool, some were cancelled in its queue
+        again = [reader.get(frame) for frame in (3, 4, 5, 6)]
+    assert [read_barcode(decode_jpeg(jpeg)) for jpeg in again] == [3, 4, 5, 6]
 
 
 class _EncodingThreads:

@@ -119,6 +119,24 @@ def test_yuvj420p_frames_are_full_range_even_untagged():
     assert video.encode_jpeg(frame, 90) == simplejpeg.encode_jpeg_yuv_planes(*_views(frame), quality=90)
 
 
+@pytest.mark.parametrize("pixel_format", ["yuv444p", "yuv422p", "rgb24"])
+def test_frames_in_other_pixel_formats_keep_their_colours(pixel_format):
+    # A chunk that is not 4:2:0 (another H.264 profile, a re-encode) goes through RGB: red stays red.
+    rgb = np.zeros((96, 128, 3), np.uint8)
+    rgb[:, :48] = (200, 40, 30)
+    rgb[:, 48:96] = (30, 180, 60)
+    rgb[:, 96:] = (40, 60, 210)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pixel_format)
+    assert frame.format.name == pixel_format
+    reference = frame.to_ndarray(format="rgb24").astype(np.int16)
+    decoded = simplejpeg.decode_jpeg(video.encode_jpeg(frame, 95)).astype(np.int16)
+    assert decoded.shape == reference.shape
+    assert np.abs(decoded - reference).mean() < 3.0
+    # the bands' colours themselves, away from the edges that 4:2:0 subsampling blurs
+    np.testing.assert_allclose(decoded[:, 8:40].mean(axis=(0, 1)), reference[:, 8:40].mean(axis=(0, 1)), atol=4)
+    assert decoded[:, 8:40, 0].mean() > 150 > decoded[:, 8:40, 2].mean()
+
+
 def test_the_stretch_starts_no_opencv_threads():
     # OpenCV runs lookups of ≥ 2**18 pixels in its thread pool (started on first use). The builder
     # keeps to the calling thread: its workers are forked processes, each already one per core.
