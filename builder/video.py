@@ -285,6 +285,11 @@ class _FrameTracker:
     Frames an mp4 edit list hides are decoded and checked too (FFmpeg would drop them silently,
     damage flag and all, while the shown frames predicted from them come out wrong), but they have no
     position.
+
+    A fragmented mp4 has no index of its own: the demuxer builds one from the fragments it can read
+    and skips a fragment whose header is damaged, silently, so its frames are missing from the
+    packets too. There (``frame_ticks`` set) a step in pts of more than 1.5 frame durations counts the
+    frames that fit in it as lost.
     """
 
     def __init__(self) -> None:
@@ -298,6 +303,8 @@ class _FrameTracker:
         self.discarded = 0  # packets the container marks as not to be shown (edit lists)
         self.declared: int | None = None  # frames the container declares (`declared_frames`)
         self.declared_is_exact = True  # False: the sample count, which includes frames an edit list hides
+        self.frame_ticks: float | None = None  # frame duration in pts units, to find missing fragments
+        self.previous_pts: int | None = None  # pts of the packet popped last (presentation order)
         self.cut_short = False  # the demuxer read a packet short: the file ends inside frame data
 
     def add_packet(self, packet: av.Packet) -> None:
@@ -315,28 +322,55 @@ class _FrameTracker:
             return
         self.packets.append((packet.pts, bool(packet.is_keyframe)))
 
-    def _pop(self) -> bool:
-        """Forget the earliest pending packet; True if it was a hidden one."""
+    def _pop(self, source: str) -> tuple[bool, _Anomaly | None]:
+        """Forget the earliest pending packet: whether it was a hidden one, and the frames missing before it."""
         pts = heapq.heappop(self.pending)
         self.waiting[pts] -= 1
+        missing = self._missing(pts, source) if self.frame_ticks is not None else None
         if self.hidden and self.hidden[pts] > 0:
             self.hidden[pts] -= 1
-            return True
-        return False
+            return True, missing
+        return False, missing
+
+    def _missing(self, pts: int, source: str) -> _Anomaly | None:
+        """Frames missing from a fragmented file between the packet popped last and this one."""
+        previous, self.previous_pts = self.previous_pts, pts
+        step = pts - previous if previous is not None else 0
+        if step <= 0:
+            return None
+        self.frame_ticks = min(self.frame_ticks or step, step)
+        count = round(step / self.frame_ticks) - 1 if step > 1.5 * self.frame_ticks else 0
+        if not count:
+            return None
+        # Placeholders keep `groups` counting positions as the tracker does.
+        self.packets.extend((round(previous + k * self.frame_ticks), False) for k in range(1, count + 1))
+        first, self.position = self.position, self.position + count
+        frames = f"frame {first}" if count == 1 else f"frames {first}–{first + count - 1}"
+        return _Anomaly(
+            first, count, f"{source}: {frames} are missing (a fragment of this fragmented mp4 cannot be read)"
+        )
 
     def _drain_before(self, pts: float, source: str) -> Iterator[_Anomaly]:
         """Count every pending packet before ``pts`` as lost: its frame should have come out already."""
         first_lost = self.position
         while self.pending and self.pending[0] < pts:
             lost_pts = self.pending[0]
-            if not self._pop():
+            hidden, missing = self._pop(source)
+            if missing is not None:
+                if missing.position > first_lost:
+                    lost = missing.position - first_lost
+                    yield _Anomaly(first_lost, lost, self._lost_message(source, first_lost, lost))
+                yield missing
+                first_lost = self.position
+            if not hidden:
                 self.position += 1
             # The pictures shown before the keyframe decoding starts at but decoded after it (open GOP)
             # need frames the file does not hold: the decoder drops them, as it should.
             elif self.first_pts is None or lost_pts >= self.first_pts:
                 yield self._hidden_anomaly(source, "could not be decoded")
         if self.position > first_lost:
-            yield _Anomaly(first_lost, self.position - first_lost, self._lost_message(source, first_lost))
+            lost = self.position - first_lost
+            yield _Anomaly(first_lost, lost, self._lost_message(source, first_lost, lost))
 
     def _hidden_anomaly(self, source: str, what: str) -> _Anomaly:
         # Hidden frames come before the first shown frame (or after the last): the frames predicted from
@@ -365,7 +399,10 @@ class _FrameTracker:
         if self.pending[0] < pts:
             yield from self._drain_before(pts, source)
         self.last_pts = pts
-        if self._pop():  # hidden: never shown, but the shown frames predicted from it need it intact
+        hidden, missing = self._pop(source)
+        if missing is not None:
+            yield missing
+        if hidden:  # never shown, but the shown frames predicted from it need it intact
             if frame.is_corrupt:
                 yield self._hidden_anomaly(source, "is corrupt (the decoder flagged damaged data)")
             return
@@ -377,8 +414,8 @@ class _FrameTracker:
             yield self.position, frame
         self.position += 1
 
-    def _lost_message(self, source: str, first: int) -> str:
-        frames = f"frame {first}" if self.position - first == 1 else f"frames {first}–{self.position - 1}"
+    def _lost_message(self, source: str, first: int, count: int) -> str:
+        frames = f"frame {first}" if count == 1 else f"frames {first}–{first + count - 1}"
         return f"{source}: {frames} could not be decoded (the decoder produced no picture: damaged data)"
 
     def finish(self, source: str, declared: int | None) -> Iterator[_Anomaly]:
@@ -449,6 +486,9 @@ def _decode_events(
         stream.thread_type = thread_type
         tracker.declared = declared_frames(stream)
         tracker.declared_is_exact = _index_entries(stream) is not None
+        if not stream.frames:  # no sample table: a fragmented mp4 (see `_FrameTracker`)
+            rate = stream.average_rate or stream.guessed_rate
+            tracker.frame_ticks = float(1 / (rate * stream.time_base)) if rate and stream.time_base else 0.0
         try:
             for packet in container.demux(stream):
                 tracker.add_packet(packet)

@@ -11,6 +11,7 @@ extraction script used, is the independent reference for which frames a file sho
   keyframe before its first frame; the frames before that first frame are decoded but not shown, and
   the samples before that keyframe are not even read. ``stream.frames`` still counts every sample.
 - **Two packets with the same pts** (a muxer's rounding): both frames come out, in order.
+- **A fragmented mp4 with a damaged fragment header**: FFmpeg skips the fragment without a word.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import os
 import shutil
 import struct
+from fractions import Fraction
 
 import av
 import cv2
@@ -389,6 +391,58 @@ def test_a_frame_whose_pts_no_packet_carries_is_still_an_error():
     events = [*tracker.frame(Frame(0), SOURCE), *tracker.frame(Frame(512), SOURCE), *tracker.frame(Frame(512), SOURCE)]
     assert [event[0] for event in events[:2]] == [0, 1]
     assert isinstance(events[2], video._Anomaly) and "out of order or one the file does not index" in events[2].message
+
+
+# -- fragmented mp4 ----------------------------------------------------------------------------------------
+
+
+def fragmented(x264_params: str) -> bytes:
+    """A fragmented mp4 (a fragment per keyframe, no sample table), with jittery timestamps (±3 ms)."""
+    jitter = np.random.default_rng(5).integers(-50, 51, NUM_FRAMES)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"}) as container:
+        stream = container.add_stream("libx264", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.time_base = Fraction(1, 15360)
+        stream.options = {"preset": "veryfast", "crf": "20", "x264-params": x264_params}
+        for index, image in enumerate(barcoded_frames(NUM_FRAMES)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index * 512 + int(jitter[index]) * (index > 0), Fraction(1, 15360)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def damage_second_fragment(data: bytes) -> bytes:
+    """The fragmented mp4 with its second fragment's header renamed: FFmpeg skips that fragment silently."""
+    second = data.index(b"moof", data.index(b"moof") + 4)
+    return data[:second] + b"zzzz" + data[second + 4 :]
+
+
+@pytest.mark.parametrize("x264_params", ["bframes=0:keyint=12:scenecut=0", "bframes=2:b-adapt=0:keyint=12:scenecut=0"])
+def test_a_fragmented_mp4_with_jittery_timestamps_is_read_whole(x264_params):
+    data = fragmented(x264_params)
+    with av.open(io.BytesIO(data)) as container:
+        assert not container.streams.video[0].frames  # no sample table: the gap check is on
+    assert [barcode(picture) for picture in served(data).values()] == list(range(NUM_FRAMES))
+    assert scan_damage(io.BytesIO(data), SOURCE) == video.VideoDamage(NUM_FRAMES, frozenset(), ())
+
+
+@pytest.mark.parametrize("x264_params", ["bframes=0:keyint=12:scenecut=0", "bframes=2:b-adapt=0:keyint=12:scenecut=0"])
+def test_a_fragment_ffmpeg_skips_is_missing_frames_not_a_shift(x264_params):
+    """Without the gap check the frames after the skipped fragment were served 12 positions early."""
+    damaged = damage_second_fragment(fragmented(x264_params))
+    with pytest.raises(VideoDecodeError, match=rf"^{SOURCE}: frames 12–23 are missing \(a fragment of this fragmented"):
+        served(damaged)
+    damage = scan_damage(io.BytesIO(damaged), SOURCE)
+    # the missing frames, and at most the group of pictures before them too (which fragment the lost
+    # frames' references were in cannot be told)
+    assert set(range(12, 24)) <= damage.bad <= set(range(24)) and damage.num_frames == NUM_FRAMES
+    pictures = served(damaged, damage)
+    assert sorted(pictures) == list(range(24, NUM_FRAMES))
+    assert all(barcode(picture) == position for position, picture in pictures.items())
 
 
 # -- through the builder -----------------------------------------------------------------------------------
