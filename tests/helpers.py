@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import av
 import datasets
 import numpy as np
 import scipy.io
@@ -69,3 +70,18 @@ def load_mat(path: str) -> dict:
 def save_mat(path: str, variables: dict) -> None:
     """Write variables as a MATLAB v5 file, vectors as rows, as the release's files are."""
     scipy.io.savemat(path, variables, format="5", oned_as="row")
+
+
+def remux(data: bytes, folder, movflags: str = "faststart") -> bytes:
+    """The same video packets in a new mp4 written with ``movflags``, e.g. ``"faststart"`` (index
+    first, as streaming-friendly files are) or ``"frag_keyframe+empty_moov"`` (fragmented). Goes
+    through a real file in ``folder``: faststart moves the index in a second pass over it."""
+    path = str(folder / f"remuxed-{movflags}.mp4")
+    with av.open(io.BytesIO(data)) as source, av.open(path, "w", format="mp4", options={"movflags": movflags}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    with open(path, "rb") as file:
+        return file.read()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import struct
 
-import av
 import pytest
+from helpers import remux
 from test_video_structures import barcoded_frames, packet_table
 
 from rat7m_builder import video
@@ -32,19 +32,6 @@ def chunk(tmp_path_factory) -> bytes:
     """A 40-frame chunk as `write_mp4` writes the sample's, each frame carrying its position as a barcode."""
     path = str(tmp_path_factory.mktemp("audit") / SOURCE)
     write_mp4(path, barcoded_frames(NUM_FRAMES), 30, 320, 240)
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def _remux(data: bytes, movflags: str, folder) -> bytes:
-    """The same packets in a new mp4 written with ``movflags`` (a real file: faststart rewrites it)."""
-    path = str(folder / f"remuxed-{movflags}.mp4")
-    with av.open(io.BytesIO(data)) as source, av.open(path, "w", format="mp4", options={"movflags": movflags}) as out:
-        stream = out.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
     with open(path, "rb") as file:
         return file.read()
 
@@ -157,7 +144,7 @@ def test_a_late_decode_error_leaves_out_the_group_of_its_packet_not_of_the_frame
 
 def test_a_scan_of_a_file_cut_short_leaves_out_every_declared_frame_past_the_cut(chunk, tmp_path):
     # Index first, so the frames before the cut can be read; the index still declares all 40.
-    data = _remux(chunk, "faststart", tmp_path)
+    data = remux(chunk, tmp_path)
     cut = data[: len(data) * 2 // 3]
     damage = scan_damage(io.BytesIO(cut), SOURCE)
     assert damage.num_frames == NUM_FRAMES
@@ -171,7 +158,7 @@ def test_frames_the_decoder_held_when_reading_failed_are_served_and_checked(chun
     """A fragmented mp4 whose third fragment declares an absurd size for its second sample: reading
     fails there (FFmpeg cannot allocate the packet). The frames already read but still inside the
     decoder (B-frame delay) are drained from it, checked and served like any others."""
-    data = _remux(chunk, "frag_keyframe+empty_moov", tmp_path)
+    data = remux(chunk, tmp_path, "frag_keyframe+empty_moov")
     trun = data.index(b"trun", data.index(b"moof", data.index(b"moof", data.index(b"moof") + 4) + 4)) - 4
     flags = struct.unpack(">I", data[trun + 8 : trun + 12])[0] & 0xFFFFFF
     assert flags & 0x200, "the fragment lists a size per sample"

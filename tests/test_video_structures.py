@@ -26,7 +26,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from helpers import decode_jpeg, raw_images
+from helpers import decode_jpeg, raw_images, remux
 
 import rat7m
 from rat7m_builder import video
@@ -316,16 +316,7 @@ def test_damage_in_an_edit_listed_file_leaves_out_every_shown_frame_it_makes_wro
 
 
 def test_an_edit_listed_file_cut_short_is_still_found_truncated(open_gop, tmp_path):
-    path = str(tmp_path / "faststart.mp4")  # the index first, so the frames before the cut can be read
-    options = {"movflags": "faststart"}
-    with av.open(io.BytesIO(open_gop)) as source, av.open(path, "w", format="mp4", options=options) as out:
-        stream = out.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    with open(path, "rb") as file:
-        data = hide_first_frames(file.read(), 14)
+    data = hide_first_frames(remux(open_gop, tmp_path), 14)  # index first: frames before the cut can be read
     assert count_frames(io.BytesIO(data), SOURCE) == 26
     with pytest.raises(VideoDecodeError, match=rf"^{SOURCE}: the file is cut short: .* of the 26 it declares"):
         served(data[: len(data) * 2 // 3])

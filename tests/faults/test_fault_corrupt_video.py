@@ -22,7 +22,7 @@ import shutil
 import av
 import numpy as np
 import pytest
-from helpers import decode_jpeg, raw_images
+from helpers import decode_jpeg, raw_images, remux
 
 import rat7m
 from rat7m_builder import video
@@ -101,19 +101,6 @@ def write(path: str, data: bytes) -> None:
         file.write(data)
 
 
-def faststart(data: bytes, folder) -> bytes:
-    """The same mp4 remuxed with its index (moov) first, as streaming-friendly files are."""
-    path = str(folder / "faststart.mp4")  # the muxer moves the index in a second pass over a real file
-    options = {"movflags": "faststart"}
-    with av.open(io.BytesIO(data)) as source, av.open(path, "w", format="mp4", options=options) as out:
-        stream = out.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return read(path)
-
-
 def plain_pyav(data: bytes, thread_type: str = video.DECODER_THREAD_TYPE) -> tuple[list[tuple[bool, int]], str | None]:
     """What a plain PyAV decode loop sees: (is_corrupt, barcode) per frame, and the error if one was raised."""
     frames, error = [], None
@@ -182,7 +169,7 @@ def test_a_file_cut_short_names_file_and_frame(long_chunks, tmp_path):
     with pytest.raises(VideoDecodeError, match=rf"^{CHUNK}: cannot be opened as a video \(.*Invalid data"):
         list(iter_decoded_frames(io.BytesIO(data[: len(data) // 2]), CHUNK))
     # index first: the frames before the cut decode, then it says where the data ends
-    indexed_first = faststart(data, tmp_path)
+    indexed_first = remux(data, tmp_path)
     assert indexed_first[:64].find(b"moov") > 0
     with pytest.raises(VideoDecodeError) as error:
         list(iter_decoded_frames(io.BytesIO(indexed_first[: len(indexed_first) * 2 // 3]), CHUNK))
