@@ -257,6 +257,11 @@ def encode_jpeg(frame: av.VideoFrame, quality: int) -> bytes:
     return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
 
 
+def _frames(first: int, count: int) -> str:
+    """``"frame 5"`` or ``"frames 5–9"``."""
+    return f"frame {first}" if count == 1 else f"frames {first}–{first + count - 1}"
+
+
 @dataclass(frozen=True)
 class _Anomaly:
     """Something a full decode found wrong, at frame ``position`` (and the ``count - 1`` after it).
@@ -345,10 +350,8 @@ class _FrameTracker:
         # Placeholders keep `groups` counting positions as the tracker does.
         self.packets.extend((round(previous + k * self.frame_ticks), False) for k in range(1, count + 1))
         first, self.position = self.position, self.position + count
-        frames = f"frame {first}" if count == 1 else f"frames {first}–{first + count - 1}"
-        return _Anomaly(
-            first, count, f"{source}: {frames} are missing (a fragment of this fragmented mp4 cannot be read)"
-        )
+        message = f"{source}: {_frames(first, count)} are missing (a fragment of this fragmented mp4 cannot be read)"
+        return _Anomaly(first, count, message)
 
     def _drain_before(self, pts: float, source: str) -> Iterator[_Anomaly]:
         """Count every pending packet before ``pts`` as lost: its frame should have come out already."""
@@ -415,8 +418,7 @@ class _FrameTracker:
         self.position += 1
 
     def _lost_message(self, source: str, first: int, count: int) -> str:
-        frames = f"frame {first}" if count == 1 else f"frames {first}–{first + count - 1}"
-        return f"{source}: {frames} could not be decoded (the decoder produced no picture: damaged data)"
+        return f"{source}: {_frames(first, count)} could not be decoded (the decoder produced no picture: damaged data)"
 
     def finish(self, source: str, declared: int | None) -> Iterator[_Anomaly]:
         yield from self._drain_before(float("inf"), source)
