@@ -213,13 +213,16 @@ class Camera:
             on the camera plane (``z = 0``) has no image and comes out NaN (OpenCV would divide by 1).
         """
         camera_points = self.world_to_camera(points_3d)
-        # A point on the camera plane (z = 0) has no image: its division gives ±inf and the
-        # distortion polynomial then NaN, so the whole computation runs without warnings.
+        # A point on the camera plane (z = 0) has no image: its depth becomes NaN, so both coordinates
+        # come out NaN. Dividing by the 0 instead gives ±inf, and the distortion polynomial of an
+        # infinite r² is NaN or ±inf depending on the signs of k1…k3, p1, p2 (a keypoint of (nan, -inf)).
+        depth = np.where(camera_points[..., 2] == 0, np.nan, camera_points[..., 2])
+        # Points very near that plane overflow to ±inf (as the formula gives): no warnings for them.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             # Normalised coordinates. Equal to MATLAB's (x - cx - skew·yn)/fx, (y - cy)/fy after the
             # pinhole step, computed directly so no precision is lost going through pixels.
-            xn = camera_points[..., 0] / camera_points[..., 2]
-            yn = camera_points[..., 1] / camera_points[..., 2]
+            xn = camera_points[..., 0] / depth
+            yn = camera_points[..., 1] / depth
             k1, k2, k3 = self.radial_distortion
             p1, p2 = self.tangential_distortion
             r2 = xn * xn + yn * yn
