@@ -638,7 +638,8 @@ def _parse_camera_names(value: Any, source: str) -> list[str]:
                 f"{source}: 'camera_names' holds {_describe(item)}; expected names Camera1 … Camera6. {_FIX}"
             )
         names.append(str(text))
-    if not names or len(set(names)) != len(names):
+    # distinct by number: "Camera1" and "Camera01" name one camera, whose second column would go unused
+    if not names or len({_camera_number(name) for name in names}) != len(names):
         raise AnnotationFormatError(
             f"{source}: 'camera_names' should list distinct cameras, found {names[:10]}. {_FIX}"
         )

@@ -215,7 +215,7 @@ class ReleaseIndex:
 
 
 def scan_local(data_dir: str) -> ReleaseIndex:
-    """Find the release files anywhere below ``data_dir``.
+    """Find the release files anywhere below ``data_dir``, in linked folders too.
 
     Accepts the original helper script's layout (``video_sequences/*.mp4``, ``annotations/*.mat``), a
     flat folder, and figshare article zips left unopened (any ``*.zip``: members are read in place,
@@ -235,7 +235,15 @@ def scan_local(data_dir: str) -> ReleaseIndex:
     if not os.path.isdir(data_dir):
         raise MissingFileError(f"data_dir {data_dir!r} is not a folder. Give the folder holding your RAT7M copy.")
     index = ReleaseIndex(description=f"data_dir {data_dir}")
-    for folder, subfolders, files in os.walk(data_dir):
+    # Linked folders are followed like linked files: 300 GB of video often sit on another disk,
+    # linked in as video_sequences/. Each folder is read once, so a link back up the tree ends there.
+    folders_read: set[tuple[int, int]] = set()
+    for folder, subfolders, files in os.walk(data_dir, followlinks=True):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in folders_read:
+            subfolders.clear()
+            continue
+        folders_read.add((status.st_dev, status.st_ino))
         subfolders.sort()
         for file_name in sorted(files):
             path = os.path.join(folder, file_name)
