@@ -397,17 +397,18 @@ def export_with_ray(
         builder = rat7m.Rat7M(config_name=config, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
     config_name = builder.config.name
     find_card_body(card_body_path)  # fail before any work
-    features = builder.info.features
-    splits, selection = _plan(builder, download_dir)
-    # A task is given one CPU (num_cpus=1): it encodes in its decoding thread, as num_proc workers do.
-    selection = dataclasses.replace(selection, encode_threads=1)
-    if getattr(selection, "on_corrupt_video", "error") != "error":
+    # Refused before planning, which from figshare downloads each .mat and each camera's last chunk.
+    if builder.config.on_corrupt_video != "error":
         # the tasks would leave damaged frames out without counting them on the card: a silent gap
         raise SelectionError(
             "on_corrupt_video='skip' is not supported by the Ray export (what it leaves out would not be "
             "counted in the card's build notes). Repair or re-download the damaged mp4s, or build with "
             "`rat7m export` / rat7m.prepare, which count what they skip."
         )
+    features = builder.info.features
+    splits, selection = _plan(builder, download_dir)
+    # A task is given one CPU (num_cpus=1): it encodes in its decoding thread, as num_proc workers do.
+    selection = dataclasses.replace(selection, encode_threads=1)
     if build_notes is None:
         build_notes = _notes(builder)
 
