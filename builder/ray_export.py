@@ -4,8 +4,11 @@
 task per `Shard` (a chunk for ``frames``/``videos``, a sample range for ``multiview``/``mini``, a
 recording for ``mocap``/``cameras``). Each task calls `examples.generate_shard` — the one
 implementation of example generation — and writes its rows with `datasets`' own Parquet writer
-and the config's `datasets.Features`, so schema, row groups and embedded image bytes are what the
-local export (`hub.export_dataset`) writes. The output is the Hub layout::
+and the config's `datasets.Features`, so schema, Parquet options and embedded image bytes are what
+the local export (`hub.export_dataset`) writes. Row groups differ: a task does not know its shard's
+size before writing it, so image configs get row groups of 100 rows (`datasets`' record batch for
+images; ~25 MB of ``frames``), where the local export aims at 100 MB row groups as ``push_to_hub``
+does (~400 frames). Both read the same. The output is the Hub layout::
 
     <to>/<config>/<split>-00000-of-00042.parquet    one file per shard, in the builder's order
     <to>/README.md                                  configs:, dataset_info:, card body, build notes
@@ -223,7 +226,10 @@ def write_shard(
     try:
         with fs.open(tmp, "wb") as stream:
             # What `Dataset.to_parquet` (hence `hub.export_dataset`) does: the features' schema and
-            # Parquet options, media bytes embedded, images in row groups of 100 rows.
+            # Parquet options, media bytes embedded. The features' Parquet batch size is 100 rows for
+            # images in `datasets` 4 and none in `datasets` 5 (which aims at 100 MB, needing the
+            # shard's size beforehand): the writer then falls back to its Arrow record batch, 100
+            # rows for images.
             writer = ParquetWriter(
                 features=features,
                 stream=stream,
