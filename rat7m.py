@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import glob
 import logging
+import numbers
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 import pyarrow as pa
 from datasets.arrow_writer import TypedSequence
 from datasets.builder import Key
@@ -140,24 +142,36 @@ class Rat7MConfig(datasets.BuilderConfig):
                 )
             self.recordings = tuple(r for r in RECORDINGS if r in recordings)
         if self.cameras is not None:
-            cameras = [self.cameras] if isinstance(self.cameras, int) else list(self.cameras)
-            unknown = [c for c in cameras if isinstance(c, bool) or c not in CAMERAS]
+            cameras = [self.cameras] if isinstance(self.cameras, numbers.Integral) else list(self.cameras)
+            unknown = [c for c in cameras if _is_bool(c) or c not in CAMERAS]
             if unknown or not cameras:
                 raise SelectionError(
                     f"cameras: unknown {unknown or 'empty selection'}. Valid cameras: {', '.join(map(str, CAMERAS))}."
                 )
             self.cameras = tuple(sorted(set(int(c) for c in cameras)))
-        if isinstance(self.frame_step, bool) or not isinstance(self.frame_step, int) or self.frame_step < 1:
+        if not _is_integer(self.frame_step) or self.frame_step < 1:
             raise SelectionError(f"frame_step must be an integer ≥ 1, got {self.frame_step!r}.")
+        self.frame_step = int(self.frame_step)
         quality = self.jpeg_quality
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        if not _is_integer(quality) or not 1 <= quality <= 100:
             raise SelectionError(f"jpeg_quality must be an integer from 1 to 100, got {quality!r}.")
+        self.jpeg_quality = int(quality)
         if self.source not in _SOURCES:
             raise SelectionError(f"source must be one of {', '.join(_SOURCES)}, got {self.source!r}.")
         if self.on_corrupt_video not in _ON_CORRUPT:
             raise SelectionError(
                 f"on_corrupt_video must be one of {', '.join(_ON_CORRUPT)}, got {self.on_corrupt_video!r}."
             )
+
+
+def _is_bool(value) -> bool:
+    # True == 1: without this a flag passed by mistake would select camera 1 or a step of 1
+    return isinstance(value, (bool, np.bool_))
+
+
+def _is_integer(value) -> bool:
+    """An integer, NumPy's included (``np.arange`` gives them), but no bool."""
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
 
 
 #: The config keywords that select the examples (all but ``source`` change them).
