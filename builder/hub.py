@@ -380,16 +380,26 @@ def _merge_cards(old: _Card | None, new: _Card, configs: list[str]) -> str:
     return render_card(ordered, body, notes)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def _write_text_tmp(path: Path, text: str) -> Path:
+    """``text`` written to a new hidden file beside ``path`` (to be renamed onto it); removed if that fails."""
     # A unique name opened with "x", not `tempfile.mkstemp`: mkstemp's files are 0600 whatever the
     # umask, and the card of a shared export folder must be as readable as its Parquet files.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as f:
             f.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = _write_text_tmp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -503,14 +513,20 @@ def export_dataset(
             body,
             build_notes,
         )
-        # Swap the new config folder in; the old one (if any) goes away only after the rename.
-        final = to_dir / config_name
-        old = None
-        if final.exists():
-            old = tmp_parent / f"{config_name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(final, old)
-        os.replace(tmp_dir, final)
-        _write_text_atomic(readme, readme_text)
+        # The card is written (beside README.md) before the swap too: a card that cannot be written
+        # (e.g. a build note that is not UTF-8) must fail while the previous export is still whole.
+        readme_tmp = _write_text_tmp(readme, readme_text)
+        try:
+            # Swap the new config folder in; the old one (if any) goes away only after the rename.
+            final = to_dir / config_name
+            old = None
+            if final.exists():
+                old = tmp_parent / f"{config_name}.old-{uuid.uuid4().hex[:12]}"
+                os.replace(final, old)
+            os.replace(tmp_dir, final)
+            os.replace(readme_tmp, readme)
+        finally:
+            readme_tmp.unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

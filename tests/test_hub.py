@@ -704,6 +704,9 @@ def test_export_matches_stock_push_to_hub(tmp_path, mocap_dd, card_body):
     ours_meta, _ = read_card(out)
     assert by_config(ours_meta["configs"]) == by_config(theirs_meta["configs"])
     assert by_config(ours_meta["dataset_info"]) == by_config(theirs_meta["dataset_info"])
+    # One config: `dataset_info:` is a mapping, `configs:` a list, as push_to_hub writes them.
+    assert type(ours_meta["dataset_info"]) is type(theirs_meta["dataset_info"]) is dict
+    assert type(ours_meta["configs"]) is type(theirs_meta["configs"]) is list
 
 
 def test_push_with_a_bad_token_fails_without_printing_it(tmp_path, mocap_dd, card_body):
