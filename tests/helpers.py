@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zipfile
 
 import av
 import datasets
@@ -85,3 +87,38 @@ def remux(data: bytes, folder, movflags: str = "faststart") -> bytes:
                 out.mux(packet)
     with open(path, "rb") as file:
         return file.read()
+
+
+#: Where each patchable zip header field sits: (offset in the central directory entry, offset in the
+#: local header, struct format). See the zip specification (APPNOTE.TXT, sections 4.3.7 and 4.3.12).
+ZIP_HEADER_FIELDS = {
+    "signature": (0, 0, "<I"),
+    "flag_bits": (8, 6, "<H"),
+    "compress_type": (10, 8, "<H"),
+    "crc": (16, 14, "<I"),
+    "compress_size": (20, 18, "<I"),
+    "file_size": (24, 22, "<I"),
+}
+
+
+def patch_zip_member(zip_path: str, member: str, *, local_only: bool = False, **fields: int) -> None:
+    """Overwrite header fields (`ZIP_HEADER_FIELDS`) of ``member`` in its local header and (unless
+    ``local_only``) its central directory entry: how a damaged or hand-made zip looks."""
+    with zipfile.ZipFile(zip_path) as archive:
+        local = archive.getinfo(member).header_offset
+    with open(zip_path, "rb") as file:
+        data = bytearray(file.read())
+    central = data.find(b"PK\x01\x02")
+    while True:
+        assert central != -1, f"{member} not in the central directory"
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
+        if data[central + 46 : central + 46 + name_length] == member.encode():
+            break
+        central = data.find(b"PK\x01\x02", central + 46 + name_length + extra_length + comment_length)
+    for name, value in fields.items():
+        in_central, in_local, layout = ZIP_HEADER_FIELDS[name]
+        struct.pack_into(layout, data, local + in_local, value)
+        if not local_only:
+            struct.pack_into(layout, data, central + in_central, value)
+    with open(zip_path, "wb") as file:
+        file.write(data)

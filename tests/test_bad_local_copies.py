@@ -18,7 +18,7 @@ import zipfile
 import zlib
 
 import pytest
-from helpers import assert_same_table
+from helpers import assert_same_table, patch_zip_member
 
 import rat7m
 from rat7m_builder import sources
@@ -36,16 +36,6 @@ from rat7m_builder.sources import open_file, scan_local
 MAT = "mocap-s1-d1.mat"
 CHUNK = "s1-d1-camera3-16.mp4"
 REPLACE = "download the article zip again from figshare"
-
-#: Where each patchable field sits: (offset in the central directory entry, offset in the local
-#: header, struct format). See the zip specification (APPNOTE.TXT, sections 4.3.7 and 4.3.12).
-_HEADER_FIELDS = {
-    "flag_bits": (8, 6, "<H"),
-    "compress_type": (10, 8, "<H"),
-    "crc": (16, 14, "<I"),
-    "compress_size": (20, 18, "<I"),
-    "file_size": (24, 22, "<I"),
-}
 
 
 def _mocap_zip(
@@ -65,27 +55,6 @@ def _mocap_zip(
             else:
                 archive.write(mat, name)
     return path
-
-
-def _patch_member(zip_path: str, member: str, **fields: int) -> None:
-    """Overwrite header fields (`_HEADER_FIELDS`) of ``member`` in the central directory and local header."""
-    with zipfile.ZipFile(zip_path) as archive:
-        local = archive.getinfo(member).header_offset
-    with open(zip_path, "rb") as file:
-        data = bytearray(file.read())
-    central = data.find(b"PK\x01\x02")
-    while True:
-        assert central != -1, f"{member} not in the central directory"
-        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
-        if data[central + 46 : central + 46 + name_length] == member.encode():
-            break
-        central = data.find(b"PK\x01\x02", central + 46 + name_length + extra_length + comment_length)
-    for name, value in fields.items():
-        in_central, in_local, layout = _HEADER_FIELDS[name]
-        struct.pack_into(layout, data, central + in_central, value)
-        struct.pack_into(layout, data, local + in_local, value)
-    with open(zip_path, "wb") as file:
-        file.write(data)
 
 
 def _member_data(zip_path: str, member: str) -> tuple[int, int]:
@@ -129,20 +98,20 @@ DAMAGED_MEMBERS = {
     "corrupt deflate data": (zipfile.ZIP_DEFLATED, _corrupt_deflate_stream, r"cannot be read \(zlib\.error: Error -3"),
     "bad CRC-32, deflated": (
         zipfile.ZIP_DEFLATED,
-        lambda path: _patch_member(path, MAT, crc=0x12345678),
+        lambda path: patch_zip_member(path, MAT, crc=0x12345678),
         r"cannot be read \(zipfile\.BadZipFile: Bad CRC-32",
     ),
     # a stored member is read as a byte range, not through zipfile: its CRC-32 is checked by rat7m
     "bad CRC-32, stored": (zipfile.ZIP_STORED, _flip_stored_byte, r"fails its CRC-32 check"),
     "compression method 99": (
         zipfile.ZIP_DEFLATED,
-        lambda path: _patch_member(path, MAT, compress_type=99),
+        lambda path: patch_zip_member(path, MAT, compress_type=99),
         r"is compressed with method 99",
     ),
     # as `zip -e -0` writes it: the stored data gain a 12-byte encryption header
     "encrypted": (
         zipfile.ZIP_STORED,
-        lambda path: _patch_member(path, MAT, flag_bits=0x1, compress_size=_member_data(path, MAT)[1] + 12),
+        lambda path: patch_zip_member(path, MAT, flag_bits=0x1, compress_size=_member_data(path, MAT)[1] + 12),
         r"is encrypted",
     ),
 }
@@ -170,7 +139,7 @@ def test_damaged_video_member_is_a_video_error_naming_the_zip(sample_release, sa
     with zipfile.ZipFile(video_zip, "w", zipfile.ZIP_DEFLATED) as archive:
         for mp4 in sorted(glob.glob(os.path.join(sample_release.root, "video_sequences", "s1-d1-*.mp4"))):
             archive.write(mp4, os.path.basename(mp4))
-    _patch_member(video_zip, CHUNK, crc=0x12345678)
+    patch_zip_member(video_zip, CHUNK, crc=0x12345678)
     with pytest.raises(VideoDecodeError, match=r"Bad CRC-32") as error:
         _load("frames", str(data_dir), cache_dir, cameras=[3])
     assert str(error.value).startswith(f"{video_zip}: member '{CHUNK}' ") and REPLACE in str(error.value)
@@ -199,7 +168,7 @@ def test_member_declaring_a_huge_size_is_refused_before_reading(sample_release, 
     # 2 GiB declared, a few KB written: the check uses the central directory, nothing is inflated
     data_dir = str(tmp_path / "data")
     zip_path = _mocap_zip(sample_release, data_dir)
-    _patch_member(zip_path, MAT, file_size=2 * 1024**3)
+    patch_zip_member(zip_path, MAT, file_size=2 * 1024**3)
     with pytest.raises(UnsafeArchiveError, match=r"declares 2147483648 bytes uncompressed") as error:
         _load("mocap", data_dir, cache_dir)
     assert str(error.value).startswith(f"{zip_path}: member '{MAT}' ") and "download the article zip" in str(
@@ -231,7 +200,7 @@ def test_member_with_an_absurd_compression_ratio_is_refused(sample_release, tmp_
 def test_stored_member_with_a_lying_size_is_refused(sample_release, tmp_path, cache_dir):
     data_dir = str(tmp_path / "data")
     zip_path = _mocap_zip(sample_release, data_dir, zipfile.ZIP_STORED)
-    _patch_member(zip_path, MAT, file_size=_member_data(zip_path, MAT)[1] + 4096)
+    patch_zip_member(zip_path, MAT, file_size=_member_data(zip_path, MAT)[1] + 4096)
     with pytest.raises(UnsafeArchiveError, match=r"is stored uncompressed but declares .* its header lies"):
         _load("mocap", data_dir, cache_dir)
 
@@ -244,7 +213,7 @@ def test_member_never_yields_more_than_its_declared_size(sample_release, tmp_pat
     """
     data_dir = str(tmp_path / "data")
     zip_path = _mocap_zip(sample_release, data_dir, replace={MAT: bytes(64 * 1024**2)})
-    _patch_member(zip_path, MAT, file_size=100, crc=zlib.crc32(bytes(100)))
+    patch_zip_member(zip_path, MAT, file_size=100, crc=zlib.crc32(bytes(100)))
     ref = scan_local(data_dir).mocap["s1-d1"]
     tracemalloc.start()
     try:

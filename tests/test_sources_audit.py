@@ -13,10 +13,10 @@ import io
 import os
 import random
 import re
-import struct
 import zipfile
 
 import pytest
+from helpers import patch_zip_member
 
 from rat7m_builder import sources
 from rat7m_builder.errors import (
@@ -58,33 +58,6 @@ def _write(path, data: bytes) -> str:
     with open(path, "wb") as file:
         file.write(data)
     return path
-
-
-#: (offset in a central directory entry, offset in a local header, struct format) of patchable fields
-#: (the zip specification, APPNOTE.TXT sections 4.3.7 and 4.3.12).
-_HEADER_FIELDS = {"signature": (0, 0, "<I"), "file_size": (24, 22, "<I")}
-
-
-def _patch_member(zip_path: str, member: str, *, local_only: bool = False, **fields: int) -> None:
-    """Overwrite ``fields`` of ``member`` in its local header and (unless ``local_only``) its central entry."""
-    with zipfile.ZipFile(zip_path) as archive:
-        local = archive.getinfo(member).header_offset
-    with open(zip_path, "rb") as file:
-        data = bytearray(file.read())
-    central = data.find(b"PK\x01\x02")
-    while True:
-        assert central != -1, f"{member} not in the central directory"
-        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
-        if data[central + 46 : central + 46 + name_length] == member.encode():
-            break
-        central = data.find(b"PK\x01\x02", central + 46 + name_length + extra_length + comment_length)
-    for name, value in fields.items():
-        in_central, in_local, layout = _HEADER_FIELDS[name]
-        struct.pack_into(layout, data, local + in_local, value)
-        if not local_only:
-            struct.pack_into(layout, data, central + in_central, value)
-    with open(zip_path, "wb") as file:
-        file.write(data)
 
 
 def _compressible(size: int, ratio: int, seed: int = 0) -> bytes:
@@ -243,7 +216,7 @@ def test_a_file_named_zip_that_is_not_a_zip_is_named_as_an_incomplete_download(t
 
 def test_a_member_with_a_damaged_local_header_is_refused(tmp_path):
     zip_path = _write_zip(tmp_path / "13739233.zip", {MAT: MAT_BYTES}, zipfile.ZIP_STORED)
-    _patch_member(zip_path, MAT, local_only=True, signature=0x0)
+    patch_zip_member(zip_path, MAT, local_only=True, signature=0x0)
     with pytest.raises(UnsafeArchiveError) as error:
         scan_local(str(tmp_path))
     assert str(error.value).startswith(f"{zip_path}: member '{MAT}' has a damaged local header")
@@ -271,7 +244,7 @@ def test_a_mocap_member_larger_than_any_mat_is_refused_by_its_size(tmp_path):
     # 1.5 GiB: within the mp4 limit (2 GiB), beyond the .mat limit (1 GiB)
     declared = 3 * 1024**3 // 2
     zip_path = _write_zip(tmp_path / "a.zip", {MAT: MAT_BYTES})
-    _patch_member(zip_path, MAT, file_size=declared)
+    patch_zip_member(zip_path, MAT, file_size=declared)
     with pytest.raises(UnsafeArchiveError) as error:
         scan_local(str(tmp_path))
     assert str(error.value).startswith(
