@@ -24,7 +24,8 @@ class PredictionsError(Rat7MError, ValueError):
 #: What a predictions file must hold, stated in every error about one.
 EXPECTED_FORMAT = (
     "Expected a .npy file holding one real-valued array of shape N×20×3 or N×60 (written with "
-    "numpy.save, not savez), or a .csv file with N rows of 60 numbers, optionally after one header line: "
+    "numpy.save, not savez), or a .csv file with N rows of 60 numbers (empty or nan: no prediction), "
+    "optionally after one header line: "
     "x, y, z in mm of each of the 20 markers in marker order, one row per dataset row, in the dataset's order."
 )
 
@@ -36,8 +37,10 @@ _ZIP_MAGIC = b"PK\x03\x04"
 def read_predictions(path: str) -> np.ndarray:
     """Read predictions in mm as (N, 20, 3) float64 from ``.npy`` (N×20×3 or N×60) or ``.csv`` (N×60).
 
-    A CSV may start with a header line; it is recognised by not being numbers, so a CSV without one
-    keeps its first row. N×60 rows hold x, y, z of marker 0, then of marker 1, and so on.
+    A CSV may start with a header line; it is recognised by not being numbers (or by being pandas'
+    column numbers ``0,1,…,59``), so a CSV without one keeps its first row. An empty field is NaN (a
+    marker with no prediction), as pandas writes NaN. N×60 rows hold x, y, z of
+    marker 0, then of marker 1, and so on.
 
     Raises:
         PredictionsError: the file is missing, unreadable, not what its extension says (e.g. a ``.npz``
@@ -95,11 +98,13 @@ def _read_npy(path: str) -> np.ndarray:
 
 def _read_csv(path: str) -> np.ndarray:
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        # utf-8-sig drops the byte-order mark that Excel's "CSV UTF-8" puts first: read as plain utf-8 it
+        # would glue onto the first number, making a header-less first row look like a header and vanish.
+        with open(path, newline="", encoding="utf-8-sig") as file:
             rows = [row for row in csv.reader(file) if row]
     except (UnicodeDecodeError, csv.Error) as error:  # binary data (e.g. a .npy renamed .csv)
         raise PredictionsError(f"{path}: not a text CSV file ({error}). {EXPECTED_FORMAT}") from error
-    if rows and not _is_numeric(rows[0]):
+    if rows and (not _is_numeric(rows[0]) or rows[0] == _PANDAS_HEADER):
         rows = rows[1:]  # a header line
     if not rows:
         raise PredictionsError(f"{path}: the file holds no rows of numbers. {EXPECTED_FORMAT}")
@@ -111,16 +116,26 @@ def _read_csv(path: str) -> np.ndarray:
             f"first). {EXPECTED_FORMAT}"
         )
     try:
-        return np.array([[float(value) for value in row] for row in rows], dtype=np.float64)
+        return np.array([[_number(value) for value in row] for row in rows], dtype=np.float64)
     except ValueError as error:
         raise PredictionsError(
             f"{path}: a row holds something other than numbers ({error}). {EXPECTED_FORMAT}"
         ) from error
 
 
+#: The header pandas writes for an N×60 array's frame (``DataFrame(array).to_csv(index=False)``): column
+#: labels that read as numbers. As a data row it would be markers at 0, 1, …, 59 mm: never a prediction.
+_PANDAS_HEADER = [str(column) for column in range(NUM_MARKERS * 3)]
+
+
+def _number(value: str) -> float:
+    # An empty field is a missing value, as pandas writes NaN (``to_csv``'s default ``na_rep=""``).
+    return float(value) if value.strip() else float("nan")
+
+
 def _is_numeric(row: list[str]) -> bool:
     try:
-        [float(value) for value in row]
+        [_number(value) for value in row]
     except ValueError:
         return False
     return True
@@ -148,11 +163,24 @@ def targets(
 
 
 def format_report(result: dict) -> str:
-    lines = [f"{'':<10} {'samples':>8} {'MPJPE':>9} {'PA-MPJPE':>9} {'N-MPJPE':>9}   (mm)"]
+    """The table `rat7m evaluate` prints: errors in mm, then the samples and markers left out.
+
+    ``excluded``: samples without any marker both tracked and predicted; ``unpredicted``: markers the
+    target tracked but the prediction left NaN. Both are left out of the errors, so a score with
+    unpredicted markers is followed by a line saying it is not comparable with a complete prediction.
+    """
+    header = f"{'':<10} {'samples':>8} {'MPJPE':>9} {'PA-MPJPE':>9} {'N-MPJPE':>9} {'excluded':>9} {'unpredicted':>12}"
+    lines = [header + "   (errors in mm)"]
     for name, scores in [("overall", result["overall"]), *result["per_recording"].items()]:
         lines.append(
             f"{name:<10} {scores['num_samples']:>8} {scores['mpjpe']:>9.2f} {scores['pa_mpjpe']:>9.2f} "
-            f"{scores['n_mpjpe']:>9.2f}"
+            f"{scores['n_mpjpe']:>9.2f} {scores['num_excluded']:>9} {scores['num_unpredicted']:>12}"
+        )
+    unpredicted = result["overall"]["num_unpredicted"]
+    if unpredicted:
+        lines.append(
+            f"note: {unpredicted} tracked marker(s) have no prediction (NaN) and are left out of the errors; "
+            "this score is not comparable with one from complete predictions."
         )
     return "\n".join(lines)
 

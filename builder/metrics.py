@@ -116,9 +116,12 @@ def evaluate(pred: Any, target: Any, recordings: Sequence[str] | np.ndarray | No
     Returns:
         ``{"overall": summary, "per_recording": {recording: summary, ...}}`` where each ``summary`` is
         ``{"mpjpe": float, "pa_mpjpe": float, "n_mpjpe": float, "num_samples": int,
-        "num_excluded": int}``: errors in mm (NaN if every sample was excluded), ``num_samples`` the
-        samples in the group and ``num_excluded`` those without any valid marker (left out of the
-        means). ``per_recording`` lists the recordings present in `RECORDINGS` order and is empty
+        "num_excluded": int, "num_unpredicted": int}``: errors in mm (NaN if every sample was
+        excluded), ``num_samples`` the samples in the group, ``num_excluded`` those without any valid
+        marker (left out of the means) and ``num_unpredicted`` the markers the target tracked but the
+        prediction left NaN (left out of the errors: a prediction that leaves hard markers out scores
+        better than a complete one, so a comparable score needs ``num_unpredicted == 0``).
+        ``per_recording`` lists the recordings present in `RECORDINGS` order and is empty
         when ``recordings`` is None.
 
     Raises:
@@ -127,6 +130,10 @@ def evaluate(pred: Any, target: Any, recordings: Sequence[str] | np.ndarray | No
     """
     p, t, valid = _prepare(pred, target)
     num = p.shape[0]
+    # _prepare zeroed every NaN; the markers only the prediction lacks are counted from the inputs.
+    pred_missing = np.isnan(_as_poses(pred, "pred").reshape(num, NUM_MARKERS, 3)).any(axis=-1)
+    target_missing = np.isnan(_as_poses(target, "target").reshape(num, NUM_MARKERS, 3)).any(axis=-1)
+    unpredicted = pred_missing & ~target_missing
     errors = {
         "mpjpe": _marker_error(p, t, valid),
         "pa_mpjpe": _marker_error(procrustes_align(p, t, valid), t, valid),
@@ -142,6 +149,7 @@ def evaluate(pred: Any, target: Any, recordings: Sequence[str] | np.ndarray | No
         }
         result["num_samples"] = int(rows.sum())
         result["num_excluded"] = int(rows.sum() - kept.sum())
+        result["num_unpredicted"] = int(unpredicted[rows].sum())
         return result
 
     report: dict[str, Any] = {"overall": summary(np.ones(num, dtype=bool)), "per_recording": {}}

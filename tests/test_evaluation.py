@@ -25,7 +25,7 @@ def run_evaluate(capsys, predictions_path, *options) -> dict[str, tuple[int, flo
     status = main(["evaluate", str(predictions_path), *map(str, options)])
     output = capsys.readouterr()
     assert status == 0, output.err
-    lines = [line.split() for line in output.out.splitlines()[1:]]  # below the header
+    lines = [line.split() for line in output.out.splitlines()[1:] if not line.startswith("note:")]  # the table
     return {name: (int(samples), float(mpjpe)) for name, samples, mpjpe, *_ in lines}
 
 
@@ -63,6 +63,45 @@ def test_flat_rows_hold_xyz_of_one_marker_after_another(sample_release, sample_a
     expected = np.mean([np.arange(20)[markers].mean() for markers in valid])  # the mean of j over valid markers
     report = run_evaluate(capsys, path, "--annotation-file", sample_annotation)
     assert report["overall"] == pytest.approx((15, expected), abs=0.005)  # printed with 2 decimals
+
+
+def test_unpredicted_markers_are_counted_and_the_score_marked_incomparable(
+    sample_release, sample_annotation, tmp_path, capsys
+):
+    """NaN predictions at tracked markers: the report counts them and says the score is not comparable."""
+    truth = sample_release.recordings["s5-d1"].keypoints_3d[::2]
+    predictions = truth + SHIFT_5MM
+    tracked = np.argwhere(~np.isnan(truth).any(axis=-1))[:4]  # four tracked markers, left out below
+    for row, marker in tracked:
+        predictions[row, marker] = np.nan
+    path = tmp_path / "pred.npy"
+    np.save(path, predictions)
+    assert main(["evaluate", str(path), "--annotation-file", sample_annotation]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-5:] == ["excluded", "unpredicted", "(errors", "in", "mm)"]
+    overall = lines[1].split()
+    assert overall[0] == "overall" and overall[-1] == "4"
+    assert lines[-1].startswith("note: 4 tracked marker(s) have no prediction")
+
+    np.save(path, truth + SHIFT_5MM)  # complete: no note, nothing unpredicted
+    assert main(["evaluate", str(path), "--annotation-file", sample_annotation]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-1] == "0" and not any(line.startswith("note:") for line in lines)
+
+
+def test_a_pandas_csv_header_of_column_numbers_is_a_header(sample_release, sample_annotation, tmp_path, capsys):
+    """pandas' CSV of an N×60 frame reads as written: its header of column numbers 0, 1, …, 59 (which
+    reads as numbers) is a header, and its empty fields (pandas' NaN) are markers with no prediction."""
+    import pandas  # a dependency of datasets
+
+    truth = sample_release.recordings["s5-d1"].keypoints_3d[::2]
+    path = tmp_path / "pred.csv"
+    pandas.DataFrame((truth + SHIFT_5MM).reshape(len(truth), 60)).to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(str(column) for column in range(60))
+    assert any(",,," in line for line in lines[1:])  # the truth's NaN markers, written as empty fields
+    assert read_predictions(str(path)).shape == (len(truth), 20, 3)
+    assert run_evaluate(capsys, path, "--annotation-file", sample_annotation)["overall"] == (15, 5.0)
 
 
 def test_recordings_limits_the_rows_scored(unordered_annotation, tmp_path, capsys):

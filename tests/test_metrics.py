@@ -292,6 +292,7 @@ def test_evaluate_overall_and_per_recording() -> None:
         "n_mpjpe": pytest.approx(n_mpjpe(pred[3:], target[3:])),
         "num_samples": 3,
         "num_excluded": 1,
+        "num_unpredicted": 0,
     }
     assert report["per_recording"]["s5-d2"]["mpjpe"] == pytest.approx(5.0)
 
@@ -301,7 +302,37 @@ def test_evaluate_without_recordings() -> None:
     report = evaluate(target + 1.0, target)
     assert report["per_recording"] == {}
     assert report["overall"]["mpjpe"] == pytest.approx(math.sqrt(3.0))
-    assert set(report["overall"]) == {"mpjpe", "pa_mpjpe", "n_mpjpe", "num_samples", "num_excluded"}
+    assert set(report["overall"]) == {
+        "mpjpe",
+        "pa_mpjpe",
+        "n_mpjpe",
+        "num_samples",
+        "num_excluded",
+        "num_unpredicted",
+    }
+
+
+def test_evaluate_counts_tracked_markers_the_prediction_left_out() -> None:
+    """A NaN prediction at a tracked marker is counted where it happened; a marker nobody tracked is not.
+
+    Leaving a marker out lowers the error (here: the only wrong marker), so the count is what tells a
+    reader the score is not that of a complete prediction.
+    """
+    target = _poses(4, seed=21)
+    pred = target.copy()
+    pred[0, 7] += [0.0, 0.0, 30.0]  # the one wrong marker ...
+    pred[0, 7] = np.nan  # ... left out: sample 0 then scores 0
+    pred[2, 1:3] = np.nan  # two more left out, in the other recording
+    target[3, 4] = np.nan  # not tracked: NaN in the prediction there is not "unpredicted"
+    pred[3, 4] = np.nan
+    report = evaluate(pred, target, ["s1-d1", "s1-d1", "s2-d1", "s2-d1"])
+    assert report["overall"]["num_unpredicted"] == 3
+    assert report["overall"]["mpjpe"] == pytest.approx(0.0, abs=1e-12)
+    assert report["per_recording"]["s1-d1"]["num_unpredicted"] == 1
+    assert report["per_recording"]["s2-d1"]["num_unpredicted"] == 2
+    assert evaluate(target, target)["overall"]["num_unpredicted"] == 0
+    single = evaluate(pred[2], target[2])  # one (20, 3) pose
+    assert single["overall"]["num_unpredicted"] == 2
 
 
 def test_evaluate_rejects_bad_recordings() -> None:
