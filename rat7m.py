@@ -177,6 +177,24 @@ def _is_integer(value) -> bool:
 #: The config keywords that select the examples (all but ``source`` change them).
 _SELECTION_FIELDS = ("recordings", "cameras", "frame_step", "jpeg_quality", "annotation_file", "on_corrupt_video")
 
+#: The selection keywords each config's examples depend on. The others are ignored for that config
+#: (``jpeg_quality`` means nothing to ``mocap``): they neither split its cache nor enter its card, so
+#: one set of keywords can serve several configs without building the same examples twice.
+CONFIG_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mocap": ("recordings", "cameras", "frame_step"),
+    "cameras": ("recordings", "cameras"),
+    "frames": ("recordings", "cameras", "frame_step", "jpeg_quality", "on_corrupt_video"),
+    "multiview": ("recordings", "cameras", "frame_step", "jpeg_quality", "on_corrupt_video"),
+    "videos": ("recordings", "cameras", "frame_step"),
+    # mini keeps on_corrupt_video="error": its rows are a fixed benchmark table
+    "mini": ("recordings", "cameras", "frame_step", "jpeg_quality", "annotation_file"),
+}
+
+#: Every config keyword (the selection, and ``source``: how to fetch the same files).
+CONFIG_KEYWORDS = (*_SELECTION_FIELDS, "source")
+#: What `datasets` may pass on to a config: ours, and `datasets.BuilderConfig`'s own fields.
+_BUILDER_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Rat7MConfig))
+
 
 def _canonical_config_kwargs(config_name: str, data_dir: str | None, kwargs: dict) -> dict:
     """``kwargs`` with the selection as it means, not as it was spelled (the cache folder is named after it).
@@ -188,10 +206,12 @@ def _canonical_config_kwargs(config_name: str, data_dir: str | None, kwargs: dic
     """
     given = {key: kwargs[key] for key in _SELECTION_FIELDS if kwargs.get(key) is not None}
     selection = Rat7MConfig(name=config_name, **given)
-    selection.validate()
+    selection.validate()  # an option the config ignores is still checked: a typo'd value is a mistake anyway
     defaults = Rat7MConfig(name=config_name)
     canonical = {key: value for key, value in kwargs.items() if key not in _SELECTION_FIELDS}
     for key in given:
+        if key not in CONFIG_OPTIONS[config_name]:
+            continue  # ignored by this config: left at its default
         value = getattr(selection, key)
         if value == getattr(defaults, key) or (key == "cameras" and value == CAMERAS):
             continue
@@ -226,6 +246,10 @@ class Rat7M(datasets.GeneratorBasedBuilder):
                 local_index = scan_local(data_dir)
                 kwargs["recordings"] = _local_default_recordings(local_index, data_dir, config_name, cameras)
         config_name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
+        if config_name == "mini" and data_dir is not None and kwargs.get("annotation_file") is None:
+            # Resolved now, like the recordings above: the cache folder is then named after the pickle
+            # the build reads, so pointing data_dir at another version of it builds again.
+            kwargs["annotation_file"] = find_annotation(data_dir, None).location
         if config_name in CONFIG_NAMES:
             kwargs = _canonical_config_kwargs(config_name, data_dir, kwargs)
         super().__init__(*args, data_dir=data_dir, **kwargs)
@@ -238,6 +262,17 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         # ``source`` only says how to fetch the same files: it stays out of the cache folder's name,
         # so a build from article zips and one from single files share their cache.
         source = config_kwargs.pop("source", None)
+        # `datasets` would refuse an unknown keyword with its whole config printed and no valid list,
+        # and would take ``name=`` as a new name for the config given (so "mocap" built "frames").
+        unknown = sorted(set(config_kwargs) - _BUILDER_CONFIG_FIELDS)
+        if "name" in config_kwargs and config_kwargs["name"] != (config_name or self.DEFAULT_CONFIG_NAME):
+            unknown.append("name")
+        if unknown:
+            raise SelectionError(
+                f"unknown keyword(s) {', '.join(unknown)} for the rat7m builder. Valid config keywords: "
+                f"{', '.join(CONFIG_KEYWORDS)}; the config itself is chosen by config_name "
+                f"({', '.join(CONFIG_NAMES)})."
+            )
         builder_config, config_id = super()._create_builder_config(
             config_name, custom_features, config_id, **config_kwargs
         )
@@ -575,6 +610,11 @@ def load_dataset(
         rat7m_builder.errors.Rat7MError: missing, corrupt or malformed release files (the message
             names the file and what to do).
     """
+    if "name" in config_kwargs:  # `datasets.load_dataset`'s name for the config
+        name = config_kwargs.pop("name")
+        if config_name not in ("frames", name):  # "frames": the default, i.e. not given
+            raise SelectionError(f"config_name={config_name!r} and name={name!r} disagree: give the config once.")
+        config_name = name
     builder = Rat7M(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
     if streaming:
         return builder.as_streaming_dataset(split=split)

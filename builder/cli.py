@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -50,8 +51,12 @@ def _add_build_options(
         group.add_argument("--annotation-file", help="mini config: the annotation pickle (default: in --data-dir)"),
         _add_recordings(group),
         _add_cameras(group),
-        group.add_argument("--frame-step", type=int, default=1, help="keep samples whose index is a multiple of this"),
-        group.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the pictures, 1–100"),
+        group.add_argument(
+            "--frame-step", type=int, default=1, help="keep samples whose index is a multiple of this (default: 1)"
+        ),
+        group.add_argument(
+            "--jpeg-quality", type=int, default=90, help="JPEG quality of the pictures, 1–100 (default: 90)"
+        ),
         _add_source(group),
         group.add_argument(
             "--on-corrupt-video",
@@ -105,13 +110,16 @@ def cmd_demo(args) -> None:
 
     import rat7m
 
+    from .annotation import ANNOTATION_FILE_NAMES
     from .render import render_multiview
-    from .sample import SampleSpec, write_sample
+    from .sample import SampleSpec, write_mini_annotation, write_sample
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="rat7m-demo-")
     data_dir = os.path.join(workdir, "release")
     print(f"Fabricating a miniature RAT7M release (real formats: H.264 mp4 + MATLAB .mat) in {data_dir}")
     release = write_sample(data_dir, SampleSpec())
+    # and a fabricated mini-RAT7M annotation beside it, so that `mini` can be tried offline too
+    write_mini_annotation(release, os.path.join(data_dir, ANNOTATION_FILE_NAMES[0]))
     cache_dir = os.path.join(workdir, "cache")
     lines = []
     built = {}
@@ -132,6 +140,10 @@ def cmd_demo(args) -> None:
     print(f"  recordings: {', '.join(release.recordings)}")
     render_multiview(example).save(args.out)
     print(f"Wrote {os.path.abspath(args.out)}: sample {example['sample_index']} of {example['recording']}, all cameras")
+    print(
+        f"The fabricated release stays in {data_dir} (with a mini annotation): give it as data_dir to try any "
+        f"config or command, e.g. rat7m.load_dataset('mocap', data_dir={data_dir!r})."
+    )
 
 
 def cmd_download(args) -> None:
@@ -192,14 +204,27 @@ def size_table(index) -> str:
 
 def _notes(builder) -> dict:
     """Build notes for the dataset card: the selection, and whatever the build found."""
+    import rat7m
+
     config = builder.config
+    options = rat7m.CONFIG_OPTIONS[config.name]  # only what this config's examples depend on
     selection = [
         f"recordings: {', '.join(config.recordings) if config.recordings else 'all available'}",
         f"cameras: {', '.join(map(str, config.cameras)) if config.cameras else 'all'}",
-        f"frame_step: {config.frame_step}",
-        f"jpeg_quality: {config.jpeg_quality}",
-        f"rat7m builder version {builder.VERSION}",
     ]
+    if "frame_step" in options:
+        selection.append(f"frame_step: {config.frame_step}")
+    if "jpeg_quality" in options:
+        selection.append(f"jpeg_quality: {config.jpeg_quality}")
+    if "on_corrupt_video" in options:
+        selection.append(f"on_corrupt_video: {config.on_corrupt_video}")
+    if config.name == "mini" and config.annotation_file:
+        selection.append(f"annotation: {os.path.basename(config.annotation_file)}")
+    if config.data_dir:
+        selection.append("files: a local copy (data_dir), used as found (not checked against figshare's md5)")
+    else:
+        selection.append("files: downloaded from figshare, each verified against its md5 checksum")
+    selection.append(f"rat7m builder version {builder.VERSION}")
     return {"selection": selection, **builder.build_notes}
 
 
@@ -292,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="fabricate a miniature release, build frames + multiview, draw one")
     demo.add_argument("--workdir", help="where to write the sample and cache (default: a new temporary folder)")
-    demo.add_argument("--out", default="rat7m-demo.png", help="picture of one multiview sample")
+    demo.add_argument(
+        "--out", default="rat7m-demo.png", help="picture of one multiview sample (default: rat7m-demo.png)"
+    )
     demo.set_defaults(run=cmd_demo)
 
     prepare = commands.add_parser("prepare", help="build (download if needed) and cache a config")
@@ -318,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a config as Hub-layout Parquet shards + dataset card")
     _add_build_options(export, config_help=CONFIG_HELP)
     export.add_argument("--to", required=True, help="output folder (with --engine ray: or an fsspec URL, s3://…)")
-    export.add_argument("--max-shard-size", default="500MB", help="local engine: shard size (Ray: one per chunk)")
+    export.add_argument(
+        "--max-shard-size", default="500MB", help="local engine: shard size (default: 500MB; Ray: one per chunk)"
+    )
     export.add_argument(
         "--engine",
         choices=("local", "ray"),
@@ -353,22 +382,44 @@ def build_parser() -> argparse.ArgumentParser:
     build, build_actions = _add_build_options(
         push, config_help=f"{CONFIG_HELP}: the config to build and push (with --from: to push)", config_optional=True
     )
-    build_actions.append(build.add_argument("--max-shard-size", default="500MB", help="shard size of the export"))
+    build_actions.append(
+        build.add_argument("--max-shard-size", default="500MB", help="shard size of the export (default: 500MB)")
+    )
     push.set_defaults(run=cmd_push, build_actions=build_actions)
 
     evaluate = commands.add_parser("evaluate", help="MPJPE, PA-MPJPE and N-MPJPE of 3D predictions")
     evaluate.add_argument("predictions", help=".npy (N×20×3) or .csv (N×60) in mm, rows in dataset order")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument(
+        "--split", default="test", choices=("train", "test"), help="the split the predictions follow (default: test)"
+    )
     evaluate.add_argument("--config", default="mini", choices=("mini", "mocap"), help="what the rows follow")
     evaluate.add_argument("--data-dir", help="local copy of the release (default: download from figshare)")
     evaluate.add_argument("--annotation-file", help="mini-RAT7M annotation pickle (default: found in --data-dir)")
     _add_recordings(evaluate)
     evaluate.add_argument(
-        "--frame-step", type=int, default=1, help="score samples whose index is a multiple of this (as predicted)"
+        "--frame-step",
+        type=int,
+        default=1,
+        help="score samples whose index is a multiple of this, as the predictions were made (default: 1)",
     )
     evaluate.add_argument("--cache-dir", help="datasets cache folder (--config mocap)")
     evaluate.set_defaults(run=cmd_evaluate)
     return parser
+
+
+#: A keyword in an error message (written for Python callers: ``cameras=[...]``) and its option here.
+_KEYWORD_IN_MESSAGE = re.compile(
+    r"\b(recordings|cameras|frame_step|jpeg_quality|annotation_file|on_corrupt_video|source)=(\[\.\.\.\]|'[^']*'|\S+)"
+)
+
+
+def _with_options(message: str) -> str:
+    """``message`` with each config keyword it suggests followed by the command-line option that sets it."""
+
+    def option(match: re.Match) -> str:
+        return f"{match.group(0)} ({'--' + match.group(1).replace('_', '-')} on the command line)"
+
+    return _KEYWORD_IN_MESSAGE.sub(option, message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (Rat7MError, ValueError) as error:
-        print(f"rat7m {args.command}: error: {error}", file=sys.stderr)
+        print(f"rat7m {args.command}: error: {_with_options(str(error))}", file=sys.stderr)
         return 1
     except Exception as error:
         from huggingface_hub.errors import HfHubHTTPError

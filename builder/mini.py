@@ -9,6 +9,7 @@ and published keypoints are always **0-based**, like every other config.
 
 from __future__ import annotations
 
+import filecmp
 import functools
 import logging
 import os
@@ -19,9 +20,9 @@ import numpy as np
 
 from .annotation import ANNOTATION_FILE_NAMES, ANNOTATION_URL, MiniAnnotation, load_annotation
 from .camera import MATLAB_TO_ZERO_BASED_PIXEL_SHIFT, Camera
-from .errors import MissingFileError
+from .errors import DuplicateFileError, MissingFileError
 from .manifest import subject_and_day
-from .sources import FileRef, open_file
+from .sources import FileRef, open_file, walk_folders
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ CONVENTION_TOLERANCE_PX = 0.25
 def find_annotation(data_dir: str | None, annotation_file: str | None) -> FileRef:
     """Locate the annotation pickle: ``annotation_file`` if given, else a known name below ``data_dir``.
 
+    Below ``data_dir`` the current name (``mini_rat7m_train_test_annotation.pkl``) wins over the older
+    one wherever each is; copies of one file under that name in several folders are one file.
+
     Raises:
         MissingFileError: saying where to get the file and where to put it.
+        DuplicateFileError: ``data_dir`` holds two different pickles under the name it would use
+            (which one is meant is unknown: the error lists them).
     """
     if annotation_file:
         if not os.path.isfile(annotation_file):
@@ -44,16 +50,32 @@ def find_annotation(data_dir: str | None, annotation_file: str | None) -> FileRe
             )
         return FileRef(os.path.basename(annotation_file), os.path.abspath(annotation_file))
     if data_dir:
-        for folder, subfolders, files in os.walk(data_dir):
-            subfolders.sort()
-            for name in ANNOTATION_FILE_NAMES:  # newest name first
-                if name in files:
-                    return FileRef(name, os.path.join(folder, name))
+        found = list(walk_folders(data_dir))
+        for name in ANNOTATION_FILE_NAMES:  # the newest name first, wherever in the tree it is
+            distinct = _distinct_files([os.path.join(folder, name) for folder, files in found if name in files])
+            if len(distinct) > 1:
+                # Two different tables under one name: picking one by folder order would score a
+                # benchmark on a table the user did not choose.
+                raise DuplicateFileError(
+                    f"{data_dir}: holds {len(distinct)} different files named {name} ({'; '.join(distinct)}). "
+                    "Pass the one to use with annotation_file='/path/to/it.pkl', or remove the others."
+                )
+            if distinct:
+                return FileRef(name, distinct[0])
     raise MissingFileError(
         "The mini config needs the mini-RAT7M annotation pickle, which is not part of the figshare record. "
         f"Download {ANNOTATION_FILE_NAMES[0]} from {ANNOTATION_URL} and put it in your data_dir "
         "(anywhere below it), or pass annotation_file='/path/to/it.pkl'."
     )
+
+
+def _distinct_files(paths: list[str]) -> list[str]:
+    """``paths`` without those whose bytes equal an earlier one's (a copy is the same table)."""
+    distinct: list[str] = []
+    for path in paths:
+        if not any(filecmp.cmp(path, kept, shallow=False) for kept in distinct):
+            distinct.append(path)
+    return distinct
 
 
 @functools.lru_cache(maxsize=1)

@@ -214,6 +214,23 @@ class ReleaseIndex:
         return self.videos.get((recording, camera), [])
 
 
+def walk_folders(top: str) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` of every folder below ``top`` (itself included), subfolders in name order.
+
+    Linked folders are followed like linked files: 300 GB of video often sit on another disk, linked
+    in as ``video_sequences/``. Each folder is read once, so a link back up the tree ends there.
+    """
+    folders_read: set[tuple[int, int]] = set()
+    for folder, subfolders, files in os.walk(top, followlinks=True):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in folders_read:
+            subfolders.clear()
+            continue
+        folders_read.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        yield folder, files
+
+
 def scan_local(data_dir: str) -> ReleaseIndex:
     """Find the release files anywhere below ``data_dir``, in linked folders too.
 
@@ -235,16 +252,7 @@ def scan_local(data_dir: str) -> ReleaseIndex:
     if not os.path.isdir(data_dir):
         raise MissingFileError(f"data_dir {data_dir!r} is not a folder. Give the folder holding your RAT7M copy.")
     index = ReleaseIndex(description=f"data_dir {data_dir}")
-    # Linked folders are followed like linked files: 300 GB of video often sit on another disk,
-    # linked in as video_sequences/. Each folder is read once, so a link back up the tree ends there.
-    folders_read: set[tuple[int, int]] = set()
-    for folder, subfolders, files in os.walk(data_dir, followlinks=True):
-        status = os.stat(folder)
-        if (status.st_dev, status.st_ino) in folders_read:
-            subfolders.clear()
-            continue
-        folders_read.add((status.st_dev, status.st_ino))
-        subfolders.sort()
+    for folder, files in walk_folders(data_dir):
         for file_name in sorted(files):
             path = os.path.join(folder, file_name)
             if file_name.lower().endswith(".zip"):

@@ -33,6 +33,11 @@ def test_demo_writes_the_picture_and_summary(tmp_path, capsys):
     assert "frames     train     180 rows" in printed and "multiview  test       30 rows" in printed
     with Image.open(out) as picture:
         assert picture.size == (3 * 320, 2 * 256 + 18)  # six views of 320×256 and a title strip
+    # the release it leaves is one to try every config on, mini included (a fabricated annotation beside it)
+    release = tmp_path / "work" / "release"
+    assert f"The fabricated release stays in {release}" in printed
+    mini = rat7m.load_dataset("mini", split="test", data_dir=str(release), cache_dir=str(tmp_path / "c"), cameras=[1])
+    assert mini.num_rows == 15
 
 
 def test_prepare_prints_where_it_is_cached(sample_release, tmp_path, capsys):
@@ -67,10 +72,17 @@ def test_what_prepare_caches_is_what_load_dataset_reuses(sample_release, tmp_pat
 
 def test_selections_that_differ_get_their_own_cache(sample_release, tmp_path):
     ids = {
-        rat7m.Rat7M(config_name="mocap", data_dir=sample_release.root, cache_dir=str(tmp_path), **kwargs).config_id
-        for kwargs in ({}, {"cameras": [1]}, {"frame_step": 2}, {"recordings": ["s1-d1"]}, {"jpeg_quality": 80})
+        rat7m.Rat7M(config_name="frames", data_dir=sample_release.root, cache_dir=str(tmp_path), **kwargs).config_id
+        for kwargs in (
+            {},
+            {"cameras": [1]},
+            {"frame_step": 2},
+            {"recordings": ["s1-d1"]},
+            {"jpeg_quality": 80},
+            {"on_corrupt_video": "skip"},
+        )
     }
-    assert len(ids) == 5
+    assert len(ids) == 6
     without_data_dir = rat7m.Rat7M(config_name="frames", cache_dir=str(tmp_path), cameras=list(range(1, 7)))
     assert without_data_dir.config_id == "frames"  # all six cameras is the default: the plain config's folder
     archives = rat7m.Rat7M(config_name="frames", cache_dir=str(tmp_path), source="archives")
@@ -241,9 +253,54 @@ def test_export_card_notes_name_the_selection_and_what_the_build_found(sample_re
     assert main([*argv, "--cameras", "2,1", "--frame-step", "2", "--jpeg-quality", "75"]) == 0
     card = (to / "README.md").read_text(encoding="utf-8")
     notes = card.split("## Build notes", 1)[1]
-    for line in ("recordings: all available", "cameras: 1, 2", "frame_step: 2", "jpeg_quality: 75"):
+    for line in (
+        "recordings: all available",
+        "cameras: 1, 2",
+        "frame_step: 2",
+        "jpeg_quality: 75",
+        "annotation: mini_rat7m_train_test_annotation.pkl",
+        "files: a local copy (data_dir), used as found (not checked against figshare's md5)",
+    ):
         assert f"  - {line}\n" in notes, line
+    assert "on_corrupt_video" not in notes  # mini never thins its table: the option means nothing to it
     assert "s1-d1: table 2D keypoints are 1-based; shifted by −1" in notes  # found by the build, kept for the card
+
+
+def test_card_notes_list_only_the_options_a_config_depends_on(sample_release, tmp_path):
+    """mocap's card names its recordings, cameras and step, not a JPEG quality its rows never had."""
+    to = tmp_path / "hub"
+    argv = ["export", "mocap", "--data-dir", sample_release.root, "--cache-dir", str(tmp_path / "c"), "--to", str(to)]
+    assert main([*argv, "--frame-step", "3", "--jpeg-quality", "75", "--on-corrupt-video", "skip"]) == 0
+    notes = (to / "README.md").read_text(encoding="utf-8").split("## Build notes", 1)[1]
+    assert "  - frame_step: 3\n" in notes and "  - cameras: all\n" in notes
+    assert "jpeg_quality" not in notes and "on_corrupt_video" not in notes
+    frames_to = tmp_path / "hub-frames"
+    argv = ["export", "frames", "--data-dir", sample_release.root, "--cache-dir", str(tmp_path / "c"), "--cameras", "1"]
+    assert main([*argv, "--to", str(frames_to), "--jpeg-quality", "75"]) == 0
+    notes = (frames_to / "README.md").read_text(encoding="utf-8").split("## Build notes", 1)[1]
+    assert "  - jpeg_quality: 75\n" in notes and "  - on_corrupt_video: error\n" in notes
+
+
+def test_errors_name_the_command_line_option_of_the_keyword_they_suggest(sample_release, tmp_path, capsys):
+    """Messages written for Python callers (``cameras=[...]``) also name the option a command-line user types."""
+    root = tmp_path / "release"
+    shutil.copytree(sample_release.root, root)
+    for path in root.rglob("s5-d1-camera2-*.mp4"):
+        path.unlink()  # camera 2 of one recording is missing
+    argv = ["prepare", "frames", "--data-dir", str(root), "--cache-dir", str(tmp_path / "c"), "--recordings", "s5-d1"]
+    assert main([*argv, "--cameras", "1,2"]) == 1
+    error = capsys.readouterr().err
+    assert "cameras=[...] (--cameras on the command line)" in error
+    np.save(tmp_path / "p.npy", np.zeros((1, 20, 3)))
+    assert main(["evaluate", str(tmp_path / "p.npy"), "--data-dir", str(root)]) == 1  # no annotation there
+    error = capsys.readouterr().err
+    assert "annotation_file='/path/to/it.pkl' (--annotation-file on the command line)" in error
+
+
+def test_evaluate_split_is_train_or_test(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "p.npy", "--split", "validation"])
+    assert "invalid choice: 'validation'" in capsys.readouterr().err
 
 
 def test_export_max_shard_size_splits_the_parquet(sample_release, tmp_path):

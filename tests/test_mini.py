@@ -16,7 +16,7 @@ from helpers import decode_jpeg, raw_images
 import rat7m
 from rat7m_builder.annotation import load_annotation
 from rat7m_builder.cli import main
-from rat7m_builder.errors import AnnotationFormatError, MissingFileError, UnsafePickleError
+from rat7m_builder.errors import AnnotationFormatError, DuplicateFileError, MissingFileError, UnsafePickleError
 from rat7m_builder.sample import read_barcode, write_mini_annotation
 
 ANNOTATION = "mini_rat7m_train_test_annotation.pkl"
@@ -258,6 +258,59 @@ def test_the_current_annotation_name_wins_over_the_older_one(sample_release, tmp
     write_mini_annotation(sample_release, os.path.join(root, "rat7m_train_test_annotation.pkl"), sample_step=3)
     mini = rat7m.load_dataset("mini", split="test", data_dir=root, cache_dir=str(tmp_path / "c"), cameras=[1])
     assert mini.num_rows == 15
+
+
+def test_the_current_annotation_name_wins_wherever_it_is(sample_release, tmp_path):
+    """The current name in a subfolder wins over the older name at the top (the search was folder by folder)."""
+    root = tmp_path / "release"
+    shutil.copytree(sample_release.root, root)
+    (root / "mini" / "v2").mkdir(parents=True)
+    write_mini_annotation(sample_release, str(root / "mini" / "v2" / ANNOTATION))  # every 2nd sample: 15 test rows
+    write_mini_annotation(sample_release, str(root / "rat7m_train_test_annotation.pkl"), sample_step=3)
+    mini = rat7m.load_dataset("mini", split="test", data_dir=str(root), cache_dir=str(tmp_path / "c"), cameras=[1])
+    assert mini.num_rows == 15
+
+
+def test_two_different_annotations_under_one_name_are_refused(sample_release, tmp_path):
+    """Which benchmark table is meant is unknown: the error lists both; a copy of the same file is fine."""
+    root = tmp_path / "release"
+    shutil.copytree(sample_release.root, root)
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    write_mini_annotation(sample_release, str(root / "a" / ANNOTATION))
+    shutil.copy(root / "a" / ANNOTATION, root / "b" / ANNOTATION)
+    cache = str(tmp_path / "c")
+    mini = rat7m.load_dataset("mini", split="test", data_dir=str(root), cache_dir=cache, cameras=[1])
+    assert mini.num_rows == 15
+    write_mini_annotation(sample_release, str(root / "b" / ANNOTATION), sample_step=3)
+    with pytest.raises(DuplicateFileError) as raised:
+        rat7m.load_dataset("mini", split="test", data_dir=str(root), cache_dir=cache, cameras=[1])
+    message = str(raised.value)
+    assert str(root / "a" / ANNOTATION) in message and str(root / "b" / ANNOTATION) in message
+    assert "annotation_file=" in message
+    chosen = rat7m.load_dataset(
+        "mini",
+        split="test",
+        data_dir=str(root),
+        cache_dir=cache,
+        cameras=[1],
+        annotation_file=str(root / "b" / ANNOTATION),
+    )
+    assert chosen.num_rows == 10
+
+
+def test_the_cache_follows_the_annotation_found(sample_release, tmp_path):
+    """A copy that gains the current-named pickle builds again instead of reusing the older one's build."""
+    root = tmp_path / "release"
+    shutil.copytree(sample_release.root, root)
+    write_mini_annotation(sample_release, str(root / "rat7m_train_test_annotation.pkl"), sample_step=3)
+    cache = str(tmp_path / "c")
+    older = rat7m.load_dataset("mini", split="test", data_dir=str(root), cache_dir=cache, cameras=[1])
+    assert older.num_rows == 10
+    (root / "new").mkdir()
+    write_mini_annotation(sample_release, str(root / "new" / ANNOTATION))
+    newer = rat7m.load_dataset("mini", split="test", data_dir=str(root), cache_dir=cache, cameras=[1])
+    assert newer.num_rows == 15
 
 
 def test_an_annotation_file_that_does_not_exist_is_named(sample_release, tmp_path):

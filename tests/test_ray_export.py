@@ -369,8 +369,9 @@ def test_export_without_ray_says_how_to_install_it(monkeypatch, sample_release, 
 
 def test_what_is_refused_is_refused_before_any_shard_is_written(local_ray, sample_release, tmp_path):
     to = tmp_path / "hub"
+    # (frames: a config whose rows the option would change; cameras ignores it)
     with pytest.raises(SelectionError, match="on_corrupt_video='skip' is not supported"):
-        export_with_ray("cameras", str(to), data_dir=sample_release.root, on_corrupt_video="skip", progress=False)
+        export_with_ray("frames", str(to), data_dir=sample_release.root, on_corrupt_video="skip", progress=False)
     with pytest.raises(FileNotFoundError, match="card body not found"):
         export_with_ray(
             "cameras", str(to), data_dir=sample_release.root, card_body_path=tmp_path / "no.md", progress=False
