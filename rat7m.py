@@ -137,17 +137,15 @@ class Rat7MConfig(datasets.BuilderConfig):
             recordings = [self.recordings] if isinstance(self.recordings, str) else list(self.recordings)
             unknown = [r for r in recordings if r not in RECORDINGS]
             if unknown or not recordings:
-                raise SelectionError(
-                    f"recordings: unknown {unknown or 'empty selection'}. Valid recordings: {', '.join(RECORDINGS)}."
-                )
+                problem = f"unknown {unknown}" if unknown else "an empty selection"
+                raise SelectionError(f"recordings: {problem}. Valid recordings: {', '.join(RECORDINGS)}.")
             self.recordings = tuple(r for r in RECORDINGS if r in recordings)
         if self.cameras is not None:
             cameras = [self.cameras] if isinstance(self.cameras, numbers.Integral) else list(self.cameras)
             unknown = [c for c in cameras if _is_bool(c) or c not in CAMERAS]
             if unknown or not cameras:
-                raise SelectionError(
-                    f"cameras: unknown {unknown or 'empty selection'}. Valid cameras: {', '.join(map(str, CAMERAS))}."
-                )
+                problem = f"unknown {unknown}" if unknown else "an empty selection"
+                raise SelectionError(f"cameras: {problem}. Valid cameras: {', '.join(map(str, CAMERAS))}.")
             self.cameras = tuple(sorted(set(int(c) for c in cameras)))
         if not _is_integer(self.frame_step) or self.frame_step < 1:
             raise SelectionError(f"frame_step must be an integer ≥ 1, got {self.frame_step!r}.")

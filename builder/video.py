@@ -902,14 +902,19 @@ def decode_frames(video: bytes | str | IO[bytes] | dict, indices: Sequence[int])
             file, source = video, getattr(video, "name", "<video file>")
         found: dict[int, np.ndarray] = {}
         last = max(wanted, default=-1)
+        frames_held = 0  # when a frame is missing, the decoder ran to the end: the video's frame count
         if last >= 0:
             decoder = stack.enter_context(contextlib.closing(iter_decoded_frames(file, source)))
             for position, frame in decoder:
+                frames_held = position + 1
                 if position in wanted:
                     found[position] = frame.to_ndarray(format="rgb24")
                 if position >= last:
                     break
     missing = sorted(wanted - found.keys())
     if missing:
-        raise VideoDecodeError(f"{source}: has no frame(s) {describe_names(map(str, missing))}; it ends earlier.")
+        raise VideoDecodeError(
+            f"{source}: has no frame(s) {describe_names(map(str, missing))}: it holds {frames_held} frames "
+            f"(positions 0 to {frames_held - 1}, counted from the chunk's first frame)."
+        )
     return [found[int(index)] for index in indices]

@@ -29,8 +29,8 @@ NUM_SAMPLES = 30  # SampleSpec default, per recording
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"recordings": []}, r"recordings: unknown empty selection"),
-        ({"cameras": []}, r"cameras: unknown empty selection"),
+        ({"recordings": []}, r"recordings: an empty selection\. Valid recordings"),
+        ({"cameras": []}, r"cameras: an empty selection\. Valid cameras"),
         ({"cameras": [True]}, r"cameras: unknown \[True\]"),  # a bool is no camera number, though True == 1
         ({"frame_step": True}, r"frame_step must be an integer ≥ 1, got True"),
         ({"jpeg_quality": 0}, r"jpeg_quality must be an integer from 1 to 100, got 0"),
