@@ -254,7 +254,8 @@ def _checked_chunks(index: ReleaseIndex, recording: str, camera: int) -> list[Vi
         raise MissingFileError(
             f"{index.description}: camera {camera} of {recording} has no video chunks "
             f"(expected files named {recording}-camera{camera}-<start>.mp4, starting with "
-            f"{recording}-camera{camera}-0.mp4). Add them, or leave camera {camera} out with cameras=[...]."
+            f"{recording}-camera{camera}-0.mp4). Add them, or leave camera {camera} out with cameras=[...] or "
+            f"{recording} out with recordings=[...]."
         )
     starts = [chunk.start for chunk in chunks]
     step = _chunk_length(index, recording)
