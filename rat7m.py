@@ -51,7 +51,14 @@ from rat7m_builder.examples import (
 )
 from rat7m_builder.features import FEATURES
 from rat7m_builder.jobs import SiblingJobs
-from rat7m_builder.manifest import CAMERAS, FIGSHARE_COLLECTION_URL, RECORDINGS, SPLIT_RECORDINGS
+from rat7m_builder.manifest import (  # MARKER_NAMES, SKELETON_EDGES: public (the keypoint axis, the skeleton)
+    CAMERAS,
+    FIGSHARE_COLLECTION_URL,
+    MARKER_NAMES,
+    RECORDINGS,
+    SKELETON_EDGES,
+    SPLIT_RECORDINGS,
+)
 from rat7m_builder.mini import find_annotation, load_mini
 from rat7m_builder.mocap import start_reader
 from rat7m_builder.notes import (
@@ -68,7 +75,16 @@ from rat7m_builder.sources import ReleaseIndex, scan_local
 from rat7m_builder.video import decode_frames
 from rat7m_builder.writeback import PageCacheTrimmer
 
-__all__ = ["Rat7M", "Rat7MConfig", "decode_frames", "load_dataset", "metrics", "prepare"]
+__all__ = [
+    "MARKER_NAMES",
+    "SKELETON_EDGES",
+    "Rat7M",
+    "Rat7MConfig",
+    "decode_frames",
+    "load_dataset",
+    "metrics",
+    "prepare",
+]
 
 logger = logging.getLogger("rat7m")
 

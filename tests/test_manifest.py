@@ -67,6 +67,23 @@ def test_marker_names_are_in_the_documented_order():
     )  # fmt: skip
 
 
+def test_marker_names_and_skeleton_are_public_and_on_the_card():
+    """Users label the keypoint axis and draw the skeleton from ``rat7m`` itself, as the card lists them."""
+    import pathlib
+
+    import rat7m
+    import rat7m_builder
+
+    assert rat7m.MARKER_NAMES == MARKER_NAMES and "MARKER_NAMES" in rat7m.__all__
+    assert len(rat7m.SKELETON_EDGES) == 21 and "SKELETON_EDGES" in rat7m.__all__
+    assert all(0 <= a < len(MARKER_NAMES) and 0 <= b < len(MARKER_NAMES) for a, b in rat7m.SKELETON_EDGES)
+    card = " ".join(
+        (pathlib.Path(rat7m_builder.__file__).parent / "dataset_card.md").read_text(encoding="utf-8").split()
+    )
+    assert "in this order: " + ", ".join(MARKER_NAMES) in card
+    assert " ".join(f"({a},{b})" for a, b in rat7m.SKELETON_EDGES) in card
+
+
 def test_figshare_articles_are_the_published_ones():
     # Written out from RAT7M.md: the figshare stand-in serves whatever these constants say, so a wrong
     # id or version passes every download test while every real download of that article fails (404).
