@@ -44,7 +44,7 @@ class SampleSpec:
         recordings: recording names; the default has one train and one test recording.
         num_samples: motion-capture samples per recording.
         chunk_frames: frames per mp4 chunk (8 gives starts 0, 8, 16, … so numeric and string
-            sorting differ from the fifth chunk on).
+            sorting differ from the second chunk on: "16" sorts before "8").
         width, height: frame size in pixels.
         frame_rate: frames per second.
         frame_offsets: camera → synchronisation offset: ``frame[t] = t + offset`` (before the repeat).
@@ -224,12 +224,13 @@ def fabricate_motion(spec: SampleSpec, recording_seed: int) -> np.ndarray:
     body = _body_offsets(rng)
     keypoints = np.empty((spec.num_samples, len(MARKER_NAMES), 3))
     for t in range(spec.num_samples):
-        source_t = t - 1 if t == spec.repeated_sample else t  # the repeated sample repeats the pose
+        source_t = t - 1 if 0 < t == spec.repeated_sample else t  # the repeated sample repeats the pose
         heading = 0.08 * source_t + recording_seed
         rotation = np.array([[np.cos(heading), -np.sin(heading), 0], [np.sin(heading), np.cos(heading), 0], [0, 0, 1]])
         centre = np.array([40 * np.cos(0.05 * source_t), 30 * np.sin(0.07 * source_t), 0.0])
         keypoints[t] = body @ rotation.T + centre
-    if spec.repeated_sample < spec.num_samples:
+    # as in `fabricate_frame_index`: sample 0 has no previous sample to repeat (index -1 would copy the last)
+    if 0 < spec.repeated_sample < spec.num_samples:
         keypoints[spec.repeated_sample] = keypoints[spec.repeated_sample - 1]
     # NaN as in the release: one marker lost briefly, one sample with nothing tracked.
     keypoints[3, 5] = np.nan
@@ -259,7 +260,10 @@ def write_mp4(path: str, frames, frame_rate: int, width: int, height: int, crf: 
     with av.open(tmp, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=frame_rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
+        # One encoder thread: multi-threaded x264 wrote different bytes for the same frames once the
+        # process had read a zip-layout release (a few chunks in 60), so two fabrications of one spec
+        # differed and tests comparing them flaked. One thread is deterministic, and as fast at this size.
+        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12", "threads": "1"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
