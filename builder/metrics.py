@@ -128,11 +128,12 @@ def evaluate(pred: Any, target: Any, recordings: Sequence[str] | np.ndarray | No
         ValueError: bad shapes (see `mpjpe`), ``recordings`` of the wrong length or naming an
             unknown recording.
     """
+    pred, target = _as_poses(pred, "pred"), _as_poses(target, "target")  # once: _prepare takes them as they are
     p, t, valid = _prepare(pred, target)
     num = p.shape[0]
     # _prepare zeroed every NaN; the markers only the prediction lacks are counted from the inputs.
-    pred_missing = np.isnan(_as_poses(pred, "pred").reshape(num, NUM_MARKERS, 3)).any(axis=-1)
-    target_missing = np.isnan(_as_poses(target, "target").reshape(num, NUM_MARKERS, 3)).any(axis=-1)
+    pred_missing = np.isnan(pred.reshape(num, NUM_MARKERS, 3)).any(axis=-1)
+    target_missing = np.isnan(target.reshape(num, NUM_MARKERS, 3)).any(axis=-1)
     unpredicted = pred_missing & ~target_missing
     errors = {
         "mpjpe": _marker_error(p, t, valid),
