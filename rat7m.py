@@ -114,7 +114,7 @@ _CITATION = """\
 """
 _SOURCES = ("files", "archives")
 # Bump whenever the examples change: the `datasets` cache key has no code hash.
-_VERSION = datasets.Version("1.0.0")
+_VERSION = datasets.Version("1.1.0")  # 1.1.0: `mocap` rows name their cameras
 _ON_CORRUPT = ("error", "skip")
 
 
@@ -126,7 +126,8 @@ class Rat7MConfig(datasets.BuilderConfig):
         recordings: ``"s1-d1"``-style names; None = with ``data_dir`` the recordings whose .mat is
             there (for configs with images or videos: and an mp4 chunk of a selected camera), else
             all seven.
-        cameras: camera numbers 1–6, used in ascending order (as `frame_index` lists follow them); None = all six.
+        cameras: camera numbers 1–6, used in ascending order (as the `frame_index` lists of `mocap` and
+            `multiview` follow them); None = all six.
         frame_step: keep the samples whose ``sample_index`` is a multiple of this (≥ 1).
         jpeg_quality: JPEG quality of the images, 1–100.
         source: when downloading from figshare: ``"files"`` (only the needed files, verified) or

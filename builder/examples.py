@@ -410,8 +410,15 @@ def _mocap_examples(shard: Shard, selection: Selection) -> Iterator[dict]:
     keypoints = mocap.keypoints_3d.astype(np.float32)
     frame_index = np.stack([mocap.frame_index[c] for c in selection.cameras], axis=1).astype(np.int32)
     base = _recording_columns(shard.recording)
+    cameras = list(selection.cameras)
     for t in selected_samples(mocap, selection.frame_step):
-        yield {**base, "sample_index": int(t), "keypoints_3d": keypoints[t], "frame_index": frame_index[t]}
+        yield {
+            **base,
+            "sample_index": int(t),
+            "keypoints_3d": keypoints[t],
+            "cameras": cameras,
+            "frame_index": frame_index[t],
+        }
 
 
 def mocap_table(shard: Shard, selection: Selection, features) -> pa.Table:
@@ -426,15 +433,17 @@ def mocap_table(shard: Shard, selection: Selection, features) -> pa.Table:
     subject, day = subject_and_day(shard.recording)
     keypoints = np.ascontiguousarray(mocap.keypoints_3d[samples], dtype=np.float32).reshape(-1)
     frames = np.stack([mocap.frame_index[c][samples] for c in selection.cameras], axis=1).astype(np.int32)
+    # Every row names the cameras its `frame_index` list follows, as `multiview` rows do.
+    offsets = pa.array(np.arange(count + 1, dtype=np.int32) * len(selection.cameras))
+    cameras = np.tile(np.asarray(selection.cameras, dtype=np.int32), count)
     columns = {
         "recording": pa.array([shard.recording] * count, pa.string()),
         "subject": pa.array(np.full(count, subject, np.int32)),
         "day": pa.array(np.full(count, day, np.int32)),
         "sample_index": pa.array(samples.astype(np.int32)),
         "keypoints_3d": _fixed_size_lists(keypoints, features.arrow_schema.field("keypoints_3d").type),
-        "frame_index": pa.ListArray.from_arrays(
-            pa.array(np.arange(count + 1, dtype=np.int32) * len(selection.cameras)), pa.array(frames.reshape(-1))
-        ),
+        "cameras": pa.ListArray.from_arrays(offsets, pa.array(cameras)),
+        "frame_index": pa.ListArray.from_arrays(offsets, pa.array(frames.reshape(-1))),
     }
     return pa.Table.from_pydict(columns).cast(features.arrow_schema)
 

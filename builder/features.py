@@ -50,6 +50,7 @@ def mocap_features() -> Features:
             **_recording(),
             "sample_index": Value("int32"),
             "keypoints_3d": keypoints_3d(),
+            "cameras": List(Value("int32")),
             "frame_index": List(Value("int32")),
         }
     )

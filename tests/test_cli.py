@@ -389,7 +389,7 @@ def test_exported_parquet_keeps_the_documented_column_types(sample_release, tmp_
     mocap = _element_types(pq.read_schema(to / "mocap" / "test-00000-of-00001.parquet"))
     assert mocap == {
         "recording": "string", "subject": "int32", "day": "int32", "sample_index": "int32", "keypoints_3d": "float",
-        "frame_index": "int32",
+        "cameras": "int32", "frame_index": "int32",
     }  # fmt: skip
     cameras = _element_types(pq.read_schema(to / "cameras" / "test-00000-of-00001.parquet"))
     assert cameras == {

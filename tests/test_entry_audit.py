@@ -54,6 +54,9 @@ def test_each_recording_and_camera_is_selected_once_in_release_order(sample_rele
     truth = sample_release.recordings["s1-d1"]
     frame_index = np.array(mocap["train"]["frame_index"])
     np.testing.assert_array_equal(frame_index, np.stack([truth.frame_index[2], truth.frame_index[6]], axis=1))
+    # Each row names the cameras its frame_index list follows, in that order (as multiview rows do).
+    for split in mocap:
+        assert mocap[split]["cameras"] == [[2, 6]] * NUM_SAMPLES
 
 
 def test_a_single_name_or_number_selects_that_one(sample_release, cache_dir):
@@ -63,6 +66,7 @@ def test_a_single_name_or_number_selects_that_one(sample_release, cache_dir):
     assert list(mocap) == ["test"]
     assert set(mocap["test"]["recording"]) == {"s5-d1"}
     assert np.array(mocap["test"]["frame_index"]).shape == (NUM_SAMPLES, 1)
+    assert mocap["test"]["cameras"] == [[4]] * NUM_SAMPLES
 
 
 def test_naming_every_recording_with_a_partial_copy_names_the_missing_ones(sample_release, cache_dir):
