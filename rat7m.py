@@ -114,7 +114,7 @@ _CITATION = """\
 """
 _SOURCES = ("files", "archives")
 # Bump whenever the examples change: the `datasets` cache key has no code hash.
-_VERSION = datasets.Version("1.1.0")  # 1.1.0: `mocap` rows name their cameras
+_VERSION = datasets.Version("1.1.0")  # 1.1.0: `mocap` rows name their cameras, `multiview` rows carry calibration
 _ON_CORRUPT = ("error", "skip")
 
 

@@ -623,6 +623,9 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
     keypoints_3d = keypoints_3d.astype(np.float32)
     frames = np.stack([mocap.frame_index[c][samples] for c in cameras], axis=1)
     base = _recording_columns(shard.recording)
+    # One entry per camera of the row, in the order of `cameras`, as `frames` rows carry one camera's.
+    per_camera = [opencv_calibration(mocap.cameras[c]) for c in cameras]
+    calibration = {name: np.stack([columns[name] for columns in per_camera]) for name in per_camera[0]}
     on_corrupt = selection.on_corrupt_video
     readers = [_camera_frames(shard, selection, c, on_corrupt) for c in cameras]
     notes = notes if notes is not None else ShardNotes()
@@ -640,6 +643,7 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
                 "keypoints_2d": keypoints_2d[row],
                 **base,
                 "sample_index": sample,
+                **calibration,
             }
     finally:
         for reader in readers:

@@ -40,6 +40,11 @@ def _calibration() -> dict:
     }
 
 
+def _calibration_per_camera() -> dict:
+    """The calibration columns as lists with one entry per camera of the row (``multiview``)."""
+    return {name: List(feature) for name, feature in _calibration().items()}
+
+
 def _recording() -> dict:
     return {"recording": Value("string"), "subject": Value("int32"), "day": Value("int32")}
 
@@ -93,6 +98,7 @@ def multiview_features() -> Features:
             "keypoints_2d": List(keypoints_2d()),
             **_recording(),
             "sample_index": Value("int32"),
+            **_calibration_per_camera(),
         }
     )
 

@@ -102,15 +102,11 @@ def test_marker_dots_sit_at_keypoints_2d(frames):
     assert checked > 0.5 * rows.num_rows * NUM_MARKERS  # most markers are isolated in most views
 
 
+CALIBRATION_COLUMNS = ["intrinsic_matrix", "rotation_matrix", "translation_vector", "distortion"]
+
+
 def test_keypoints_2d_agree_with_cv2_from_published_columns(frames):
-    columns = [
-        "keypoints_3d",
-        "keypoints_2d",
-        "intrinsic_matrix",
-        "rotation_matrix",
-        "translation_vector",
-        "distortion",
-    ]
+    columns = ["keypoints_3d", "keypoints_2d", *CALIBRATION_COLUMNS]
     # python lists, so the float64 calibration stays float64 (with_format("numpy") gives float32)
     for row in frames["train"].select_columns(columns):
         row = {name: np.array(value, dtype=np.float64) for name, value in row.items()}
@@ -187,6 +183,42 @@ def test_multiview_rows(sample_release, cache_dir):
             assert read_barcode(decode_jpeg(row["images"][view]["bytes"])) == frame
             expected = truth.cameras[camera].project(truth.keypoints_3d[row["sample_index"]]).astype(np.float32)
             np.testing.assert_allclose(row["keypoints_2d"][view], expected, rtol=0, atol=1e-4)
+
+
+def test_multiview_rows_carry_each_views_calibration(sample_release, cache_dir):
+    multiview = rat7m.load_dataset(
+        "multiview", split="test", data_dir=sample_release.root, cache_dir=cache_dir, cameras=[6, 1, 3], frame_step=4
+    )
+    truth = sample_release.recordings["s5-d1"]
+    columns = ["cameras", "keypoints_3d", "keypoints_2d", *CALIBRATION_COLUMNS]
+    checked = 0
+    # python lists, so the float64 calibration stays float64 (with_format("numpy") gives float32)
+    for row in multiview.select_columns(columns):
+        assert row["cameras"] == [1, 3, 6]
+        points = np.array(row["keypoints_3d"], dtype=np.float64)
+        valid = np.isfinite(points).all(axis=1)
+        for view, camera in enumerate(row["cameras"]):
+            # the same calibration as the `frames` and `cameras` rows of that camera, in the row's camera order
+            reference = truth.cameras[camera].to_opencv()
+            np.testing.assert_array_equal(np.array(row["intrinsic_matrix"][view]), reference.camera_matrix)
+            np.testing.assert_array_equal(np.array(row["rotation_matrix"][view]), reference.rotation_matrix)
+            np.testing.assert_array_equal(np.array(row["translation_vector"][view]), reference.translation_vector)
+            np.testing.assert_array_equal(np.array(row["distortion"][view]), reference.distortion)
+            if not valid.any():
+                continue
+            # and it reprojects the row's own 3D keypoints onto the view's 2D keypoints, by OpenCV
+            rvec, _ = cv2.Rodrigues(np.array(row["rotation_matrix"][view]))
+            projected, _ = cv2.projectPoints(
+                points[valid],
+                rvec,
+                np.array(row["translation_vector"][view]),
+                np.array(row["intrinsic_matrix"][view]),
+                np.array(row["distortion"][view]),
+            )
+            keypoints_2d = np.array(row["keypoints_2d"][view], dtype=np.float64)
+            np.testing.assert_allclose(keypoints_2d[valid], projected.reshape(-1, 2), rtol=0, atol=1e-4)
+            checked += 1
+    assert multiview.num_rows == len(range(0, NUM_SAMPLES, 4)) and checked > 0
 
 
 def test_mocap_and_cameras_configs(sample_release, cache_dir):
