@@ -8,7 +8,8 @@ RAT7M (Marshall, Aldarondo, Wang, Ölveczky, Dunn 2021; figshare collection 5295
 
 Configs: ``mocap`` (one row per motion-capture sample), ``cameras`` (one row per recording and
 camera), ``frames`` (one row per sample and camera: JPEG image + 2D/3D keypoints + calibration),
-``multiview`` (one row per sample: every selected camera's image). Pixel coordinates are 0-based
+``multiview`` (one row per sample: every selected camera's image, keypoints and calibration),
+``videos`` (one row per mp4 chunk) and ``mini`` (the mini-RAT7M benchmark). Pixel coordinates are 0-based
 (the centre of the top-left pixel is (0, 0)); 3D coordinates are in mm; calibration is in OpenCV
 form. `datasets` ≥ 4 runs no loading scripts, so this builder runs from this installed module;
 the Hub gets plain Parquet (``rat7m export`` / ``rat7m push``).
