@@ -12,8 +12,14 @@ everything as JSON:
   tables (cv2.LUT in row bands, or ``bytes.translate`` without OpenCV), by swscale, by cv2.LUT on
   whole planes or by numpy; RGB → simplejpeg; Pillow) × {one process with a 2-thread encode pool,
   two processes with one chunk each}.
-- ``original``: the original script's method: one process, ``cv2.VideoCapture`` sequential read +
-  ``cv2.imencode('.jpg', frame, [IMWRITE_JPEG_QUALITY, q])`` per frame.
+- ``original``: the original script's method as users run it (``extract_frames.py`` of the RAT7M
+  helper scripts): one process, ``cv2.VideoCapture`` sequential read + ``cv2.imwrite`` of every frame
+  to its own JPEG file (``<camera>/frame_{index:06d}.jpg``, after the script's ``os.path.exists``
+  check) at the builder's quality. ``frames`` writes its output to disk too, so both sides pay for
+  their writes. Also measured and reported beside it, without a target: the same loop encoding in
+  memory only (``cv2.imencode``, no files; ``original_in_memory``), the figure earlier runs used.
+  The script's other per-frame cost, a membership test of the frame index in a numpy array of all
+  annotated frames (linear in the array), is left out: it is not the method, only its slowness.
 - ``jpeg_check``: the YUV-plane JPEG against the RGB-path and OpenCV JPEGs (mean abs diff, 0–255).
 - ``video_bytes``: source video bytes per frame.
 
@@ -25,10 +31,10 @@ The machine is shared: every variant runs ``--rounds`` times interleaved and its
 counts; each round also records the CPU the rest of the machine used meanwhile ("others' cores",
 counting every process of ours, prepare children included, as ours) and our own CPU time per frame
 (CPU-ms/frame, which other load barely moves). Ratios are given both ways. The machine's speed
-also drifts during a run, so ``paired`` runs the best ``limit`` variant, ``original``, ``frames_1``
-and ``frames_2`` back to back in each round (``--paired-rounds``, 5 by default: the per-round
-ratios spread by a few per cent, and a median of 5 moves less than one of 3) and gives the median
-of the per-round ratios.
+also drifts during a run, so ``paired`` runs the best ``limit`` variant, ``original`` (and its
+in-memory loop), ``frames_1`` and ``frames_2`` back to back in each round (``--paired-rounds``, 5 by
+default: the per-round ratios spread by a few per cent, and a median of 5 moves less than one of 3)
+and gives the median of the per-round ratios.
 
 Usage: ``python scripts/bench.py [--quick] [--json PATH] [--workdir DIR] [--only a,b] [--cameras N]
 [--chunks N] [--max-frames N] [--rounds N] [--paired-rounds N] [--quiet SECONDS] [--quality Q]``.
@@ -243,23 +249,72 @@ def encode_pipeline(
     return frames, size
 
 
-def original_chunk(path: str, quality: int, max_frames: int | None = None) -> tuple[int, int]:
-    """The original extraction script's loop: OpenCV read (BGR) + imencode per frame."""
+def original_chunk(
+    path: str, quality: int, max_frames: int | None = None, output_dir: str | None = None
+) -> tuple[int, int]:
+    """The original extraction script's loop: OpenCV read (BGR), then one JPEG per frame.
+
+    With ``output_dir``, as ``extract_frames.py`` does it: each frame to its own file
+    ``output_dir/<camera>/frame_{global index:06d}.jpg`` by ``cv2.imwrite``, skipped when the file
+    exists. Without, ``cv2.imencode`` in memory only. Returns (frames, JPEG bytes).
+    """
     capture = cv2.VideoCapture(path)
     frames = size = 0
+    if output_dir is not None:
+        # `s1-d1-camera1-3500.mp4`: the camera's folder and the chunk's first global frame index.
+        stem = Path(path).stem
+        camera = stem.rsplit("-", 1)[0].rsplit("-", 1)[1]
+        frame_index = int(stem.rsplit("-", 1)[1])
+        camera_dir = os.path.join(output_dir, camera)
+        os.makedirs(camera_dir, exist_ok=True)
     try:
         while True:
             ok, image = capture.read()
             if not ok:
                 break
-            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            size += len(encoded)
+            if output_dir is None:
+                ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                size += len(encoded)
+            else:
+                save_path = os.path.join(camera_dir, f"frame_{frame_index:06d}.jpg")
+                if not os.path.exists(save_path):
+                    cv2.imwrite(save_path, image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                    size += os.path.getsize(save_path)
+                frame_index += 1
             frames += 1
             if max_frames and frames >= max_frames:
                 break
     finally:
         capture.release()
     return frames, size
+
+
+def original_runs(bench: Bench) -> dict[str, Callable[[], tuple[int, int]]]:
+    """``original`` (JPEG files, as the script) and ``original_in_memory`` over all clips in order.
+
+    The files' folder is emptied before and after every timed run by the callable's ``reset``
+    attribute, outside the timing (removing 1.7 GB of files is not the script's cost, and leaving
+    them would carry their write-back into the next measurement).
+    """
+    output_dir = bench.workdir / "original-jpeg-files"
+
+    def files() -> tuple[int, int]:
+        results = [original_chunk(path, bench.quality, bench.max_frames, str(output_dir)) for path in bench.paths]
+        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
+
+    def in_memory() -> tuple[int, int]:
+        results = [original_chunk(path, bench.quality, bench.max_frames) for path in bench.paths]
+        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
+
+    files.reset = lambda: _remove_tree(output_dir)  # type: ignore[attr-defined]
+    return {"original": files, "original_in_memory": in_memory}
+
+
+def _reset(run: Callable) -> None:
+    """Untimed clean-up a run asks for before and after it (see `original_runs`)."""
+    reset = getattr(run, "reset", None)
+    if reset is not None:
+        reset()
 
 
 def _ready(_: object = None) -> int:
@@ -484,12 +539,14 @@ def rounds_of(bench: Bench, variants: list[tuple[dict, Callable[[], tuple[int, i
     outputs: list[tuple[int, int]] = [(0, 0)] * len(variants)
     for _ in range(bench.rounds):
         for index, (_info, run) in enumerate(variants):
+            _reset(run)
             bench.quiet()
             bench.monitor.start()
             ours = _process_jiffies(bench.pids())
             began = time.perf_counter()
             frames, size = run()
             runs[index].append(frames / (time.perf_counter() - began))
+            _reset(run)
             others[index].append(bench.monitor.others())
             cpu[index].append((_process_jiffies(bench.pids()) - ours) * 1000 / _CLOCK_TICKS / frames)
             outputs[index] = (frames, size)
@@ -610,18 +667,23 @@ def measure_limit(bench: Bench) -> dict:
 
 @measurement("original")
 def measure_original(bench: Bench) -> dict:
-    """One process, the clips in order, OpenCV read + imencode."""
-
-    def run() -> tuple[int, int]:
-        results = [original_chunk(path, bench.quality, bench.max_frames) for path in bench.paths]
-        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
-
-    (result,) = rounds_of(bench, [({"mode": "1 process"}, run)])
+    """One process, the clips in order, OpenCV read + one JPEG file per frame (the script's way);
+    the in-memory loop beside it (``in_memory``, no target)."""
+    runs = original_runs(bench)
+    files, in_memory = rounds_of(
+        bench,
+        [
+            ({"mode": "1 process", "output": "a JPEG file per frame (cv2.imwrite)"}, runs["original"]),
+            ({"mode": "1 process", "output": "in memory (cv2.imencode)"}, runs["original_in_memory"]),
+        ],
+    )
     return {
-        "value": result["fps"],
+        "value": files["fps"],
         "unit": "frames/s",
-        "detail": f"cv2 {cv2.__version__}, {result['jpeg_bytes_per_frame'] / 1024:.0f} KiB JPEG/frame",
-        **result,
+        "detail": f"cv2 {cv2.__version__}, a {files['jpeg_bytes_per_frame'] / 1024:.0f} KiB JPEG file per frame; "
+        f"in memory only: {in_memory['fps']:.1f} frames/s",
+        **files,
+        "in_memory": in_memory,
     }
 
 
@@ -790,8 +852,8 @@ def _best_limit_run(bench: Bench) -> Callable[[], tuple[int, int]]:
 
 @measurement("paired")
 def measure_paired(bench: Bench) -> dict:
-    """The headline ratios round by round: the best `limit` variant, `original`, `frames_1` and `frames_2`
-    run back to back in each round, so each round's ratios compare runs minutes apart at most.
+    """The headline ratios round by round: the best `limit` variant, `original` (files, then in memory),
+    `frames_1` and `frames_2` run back to back in each round, so each round's ratios compare runs minutes apart at most.
 
     The machine's speed drifts over a run (seen here: the same variant 187 → 213 frames/s from one
     round to the next), and the best rounds of separate measurements can fall in different periods.
@@ -800,16 +862,16 @@ def measure_paired(bench: Bench) -> dict:
     if "limit" not in bench.results:
         raise RuntimeError("'paired' needs 'limit' (run it in the same invocation)")
     limit_run = _best_limit_run(bench)
-
-    def original_run() -> tuple[int, int]:
-        results = [original_chunk(path, bench.quality, bench.max_frames) for path in bench.paths]
-        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
+    original = original_runs(bench)
 
     def codec_rate(run: Callable[[], tuple[int, int]]) -> float:
+        _reset(run)
         bench.quiet()
         began = time.perf_counter()
         frames, _size = run()
-        return frames / (time.perf_counter() - began)
+        rate = frames / (time.perf_counter() - began)
+        _reset(run)
+        return rate
 
     def frames_rate(num_proc: int, round_index: int) -> float:
         bench.quiet()
@@ -824,13 +886,15 @@ def measure_paired(bench: Bench) -> dict:
     for round_index in range(bench.paired_rounds):
         rates = {
             "limit": codec_rate(limit_run),
-            "original": codec_rate(original_run),
+            "original": codec_rate(original["original"]),
+            "original_in_memory": codec_rate(original["original_in_memory"]),
             "frames_1": frames_rate(1, round_index),
             "frames_2": frames_rate(2, round_index),
         }
         frames = max(rates["frames_1"], rates["frames_2"])
         rates["frames/limit"] = frames / rates["limit"]
         rates["frames/original"] = frames / rates["original"]
+        rates["frames/original_in_memory"] = frames / rates["original_in_memory"]
         rounds.append(rates)
     medians = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
     return {
@@ -841,8 +905,10 @@ def measure_paired(bench: Bench) -> dict:
         "rounds": rounds,
         "detail": (
             f"median over {len(rounds)} rounds: frames/limit {medians['frames/limit']:.2f}, "
-            f"frames/original {medians['frames/original']:.2f} (limit {medians['limit']:.0f}, original "
-            f"{medians['original']:.0f}, frames_1 {medians['frames_1']:.0f}, frames_2 {medians['frames_2']:.0f})"
+            f"frames/original {medians['frames/original']:.2f} (in memory: "
+            f"{medians['frames/original_in_memory']:.2f}; limit {medians['limit']:.0f}, original "
+            f"{medians['original']:.0f}, in memory {medians['original_in_memory']:.0f}, frames_1 "
+            f"{medians['frames_1']:.0f}, frames_2 {medians['frames_2']:.0f})"
         ),
     }
 
@@ -907,6 +973,7 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
     ("frames/limit", "frames", "limit", 0.85),
     ("frames/original", "frames", "original", 1.5),
     ("frames_2/frames_1", "frames_2", "frames_1", None),
+    ("frames/original_in_memory", "frames", "original_in_memory", None),
     ("limit/original", "limit", "original", None),
     ("limit/decode", "limit", "decode", None),
 ]
@@ -914,6 +981,8 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
 
 def derived(results: dict[str, dict]) -> dict[str, float]:
     values = {name: result["value"] for name, result in results.items() if "value" in result}
+    if "in_memory" in results.get("original", {}):
+        values["original_in_memory"] = results["original"]["in_memory"]["fps"]
     candidates = [values[name] for name in ("frames_1", "frames_2") if name in values]
     if candidates:
         values["frames"] = max(candidates)
@@ -924,6 +993,8 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
     """Ratios of rates; ``by_cpu`` is the same ratio from CPU-ms per frame (robust to other load)."""
     values = derived(results)
     cpu = {name: result["cpu_ms_per_frame"] for name, result in results.items() if result.get("cpu_ms_per_frame")}
+    if results.get("original", {}).get("in_memory", {}).get("cpu_ms_per_frame"):
+        cpu["original_in_memory"] = results["original"]["in_memory"]["cpu_ms_per_frame"]
     if "frames" in values:
         cpu_frames = [
             cpu[name]
@@ -948,6 +1019,13 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
         if paired:  # the same ratio, per round then the median (see `measure_paired`)
             ratio = paired[name]
             out[f"{name} (paired)"] = {"value": ratio, "by_cpu": None, "target": target, "met": ratio >= target}
+    if paired and "frames/original_in_memory" in paired:
+        out["frames/original_in_memory (paired)"] = {
+            "value": paired["frames/original_in_memory"],
+            "by_cpu": None,
+            "target": None,
+            "met": None,
+        }
     return out
 
 
@@ -971,12 +1049,13 @@ def print_report(results: dict[str, dict], ratio_table: dict[str, dict]) -> None
                     f" {v['cpu_ms_per_frame']:5.2f} CPU-ms/frame  (rounds: {rounds}; others' cores: {load})"
                 )
     if "paired" in results:
-        print("\npaired rounds (limit, original, frames_1, frames_2 back to back):")
+        print("\npaired rounds (limit, original, original in memory, frames_1, frames_2 back to back):")
         for index, rates in enumerate(results["paired"]["rounds"], 1):
             print(
-                f"  round {index}: limit {rates['limit']:.0f}, original {rates['original']:.0f}, frames_1 "
-                f"{rates['frames_1']:.0f}, frames_2 {rates['frames_2']:.0f} → frames/limit "
-                f"{rates['frames/limit']:.2f}, frames/original {rates['frames/original']:.2f}"
+                f"  round {index}: limit {rates['limit']:.0f}, original {rates['original']:.0f}, in memory "
+                f"{rates['original_in_memory']:.0f}, frames_1 {rates['frames_1']:.0f}, frames_2 "
+                f"{rates['frames_2']:.0f} → frames/limit {rates['frames/limit']:.2f}, frames/original "
+                f"{rates['frames/original']:.2f} (in memory {rates['frames/original_in_memory']:.2f})"
             )
     if ratio_table:
         print("\nratios:")
@@ -985,7 +1064,7 @@ def print_report(results: dict[str, dict], ratio_table: dict[str, dict]) -> None
             if ratio["target"] is not None:
                 target = f"  (target ≥ {ratio['target']}: {'met' if ratio['met'] else 'NOT met'})"
             by_cpu = "" if ratio["by_cpu"] is None else f"  (by CPU time: {ratio['by_cpu']:.2f})"
-            print(f"  {name:<26} {ratio['value']:.3f}{target}{by_cpu}")
+            print(f"  {name:<36} {ratio['value']:.3f}{target}{by_cpu}")
 
 
 def machine() -> dict:
