@@ -298,16 +298,16 @@ def original_runs(bench: Bench) -> dict[str, Callable[[], tuple[int, int]]]:
     """
     output_dir = bench.workdir / "original-jpeg-files"
 
-    def files() -> tuple[int, int]:
-        results = [original_chunk(path, bench.quality, bench.max_frames, str(output_dir)) for path in bench.paths]
-        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
+    def over_clips(output: str | None) -> Callable[[], tuple[int, int]]:
+        def run() -> tuple[int, int]:
+            results = [original_chunk(path, bench.quality, bench.max_frames, output) for path in bench.paths]
+            return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
 
-    def in_memory() -> tuple[int, int]:
-        results = [original_chunk(path, bench.quality, bench.max_frames) for path in bench.paths]
-        return tuple(sum(column) for column in zip(*results, strict=True))  # type: ignore[return-value]
+        return run
 
+    files = over_clips(str(output_dir))
     files.reset = lambda: _remove_tree(output_dir)  # type: ignore[attr-defined]
-    return {"original": files, "original_in_memory": in_memory}
+    return {"original": files, "original_in_memory": over_clips(None)}
 
 
 def _reset(run: Callable) -> None:
