@@ -45,9 +45,9 @@ class Selection:
         jpeg_quality: 1–100.
         on_corrupt_video: ``"error"`` (a damaged mp4 fails the build) or ``"skip"`` (``frames`` and
             ``multiview`` leave out the examples whose frame is damaged, counted in the shard notes).
-        decoder_threading: PyAV decoder thread type; None = `video.DECODER_THREAD_TYPE` (threads
-            keep both cores busy for one process). ``num_proc`` > 1 sets ``"NONE"``: one decoder
-            thread per process decodes more frames per second in all (BENCHMARKS.md).
+        decoder_threading: PyAV decoder thread type; None = `video.DECODER_THREAD_TYPE` (single
+            threaded: FFmpeg's frame threads can lose a damaged frame's corrupt flag). ``num_proc``
+            > 1 sets ``"NONE"`` explicitly.
         encode_threads: JPEG encoding threads per camera reader (`CameraFrames.iter_jpegs`) for
             ``frames``: 2 lets one process (``num_proc=1``, streaming) overlap decoding and encoding
             on two cores; ``num_proc`` > 1 sets 1 (the processes already fill the cores).

@@ -29,17 +29,20 @@ from .sources import FileRef, VideoChunk, describe_names, open_file
 
 logger = logging.getLogger(__name__)
 
-#: Decoder threading. Frame threading keeps both cores busy on a single-slice H.264 stream (x264's
-#: default); see BENCHMARKS.md.
-DECODER_THREAD_TYPE = "AUTO"
-#: Decoder threading when damage must be found exactly and reproducibly (``on_corrupt_video="skip"``).
-#: Measured with PyAV 18 / FFmpeg 8 on fabricated mp4s with bytes overwritten in slice data
-#: (tests/faults/test_fault_corrupt_video.py): single-threaded decoding reports the same damage on every
-#: run. Frame threading ("AUTO"/"FRAME") reports about 1 damaged file in 15 on some runs only, or with a
-#: different damaged range (in 1200 runs over 200 damaged files none of the runs without an error gave
-#: wrong pixels, so it serves "error" mode, but not the choice of what to leave out). Slice threading
-#: ("SLICE") conceals about 40 % of the damage silently: never use it.
+#: Decoder threading when damage must be found exactly and reproducibly: always. Measured with PyAV 18 /
+#: FFmpeg 8 on fabricated mp4s with bytes overwritten in slice data (tests/faults/): single-threaded
+#: decoding reports the same damage on every run. Frame threading ("AUTO"/"FRAME") is a race: the
+#: decoder's corrupt flag of a frame can be lost, and then the damaged frame comes out unflagged, with
+#: wrong pixels and no error (8 of 100 decodes of one fabricated chunk; 1 of 8 decodes of a 600-frame
+#: benchmark chunk with 4 bytes flipped lost 2 of its 4 flagged frames), so a corrupt local copy could
+#: pass into the dataset silently. Slice threading ("SLICE") conceals about 40 % of the damage
+#: silently. One process (`num_proc=1`, streaming) still keeps both cores busy: the JPEG encoder runs
+#: in threads beside the decoder (`CameraFrames.iter_jpegs`); frame threads would be ~15 % faster
+#: there (BENCHMARKS.md), `num_proc` > 1 is unaffected (one decoder thread per process was already the
+#: fastest).
 CHECKED_DECODER_THREAD_TYPE = "NONE"
+#: Decoder threading of every prepare and stream: the checked one (see above).
+DECODER_THREAD_TYPE = CHECKED_DECODER_THREAD_TYPE
 #: Container metadata is never used; undecodable bytes in it must not stop reading the frames (PyAV's
 #: default, "strict", raises UnicodeDecodeError from `av.open` on a damaged mp4 header).
 METADATA_ERRORS = "replace"
