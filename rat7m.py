@@ -400,15 +400,15 @@ class Rat7M(datasets.GeneratorBasedBuilder):
         num_shards = len(split_generator.gen_kwargs["shards"])
         if num_proc is None or num_proc <= 1 or num_shards <= 1:  # (one shard: `datasets` runs it here)
             return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)
-        # Each process then decodes with one thread and encodes in the same thread: two
-        # single-threaded processes beat two threaded ones competing for the same two cores
-        # (BENCHMARKS.md). When a job is done, the others encode in threads on its idle core.
+        # Each process then encodes in its decoding thread (every decode is single-threaded,
+        # `video.DECODER_THREAD_TYPE`): the processes fill the cores (BENCHMARKS.md). When a job is
+        # done, the others encode in threads on its idle core.
         (selection,) = split_generator.gen_kwargs["selection"]
         num_jobs = min(num_proc, num_shards)  # as `datasets` splits them
         # only `frames` jobs encode in threads once others are done (`CameraFrames.iter_jpegs`)
         jobs_dir = _jobs_folder() if self.config.name == "frames" else None
         sibling_jobs = SiblingJobs(jobs_dir, num_jobs) if jobs_dir is not None else None
-        single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1, sibling_jobs=sibling_jobs)
+        single = dataclasses.replace(selection, encode_threads=1, sibling_jobs=sibling_jobs)
         split_generator.gen_kwargs["selection"] = (single,)
         try:
             return super()._prepare_split(split_generator, *args, num_proc=num_proc, **kwargs)

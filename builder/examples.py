@@ -45,9 +45,6 @@ class Selection:
         jpeg_quality: 1–100.
         on_corrupt_video: ``"error"`` (a damaged mp4 fails the build) or ``"skip"`` (``frames`` and
             ``multiview`` leave out the examples whose frame is damaged, counted in the shard notes).
-        decoder_threading: PyAV decoder thread type; None = `video.DECODER_THREAD_TYPE` (single
-            threaded: FFmpeg's frame threads can lose a damaged frame's corrupt flag). ``num_proc``
-            > 1 sets ``"NONE"`` explicitly.
         encode_threads: JPEG encoding threads per camera reader (`CameraFrames.iter_jpegs`) for
             ``frames``: 2 lets one process (``num_proc=1``, streaming) overlap decoding and encoding
             on two cores; ``num_proc`` > 1 sets 1 (the processes already fill the cores).
@@ -60,7 +57,6 @@ class Selection:
     frame_step: int = 1
     jpeg_quality: int = 90
     on_corrupt_video: str = "error"
-    decoder_threading: str | None = None
     encode_threads: int = 2
     sibling_jobs: SiblingJobs | None = None
 
@@ -652,14 +648,13 @@ def _multiview_examples(shard: Shard, selection: Selection, notes: ShardNotes | 
 
 
 def _camera_frames(shard: Shard, selection: Selection, camera: int, on_corrupt: str) -> CameraFrames:
-    """The JPEG frame reader of one camera of a shard, with the selection's quality and threading."""
+    """The JPEG frame reader of one camera of a shard, with the selection's quality."""
     return CameraFrames(
         shard.chunks[camera],
         selection.jpeg_quality,
         f"{shard.recording} camera {camera}",
         on_corrupt,
-        selection.decoder_threading,
-        shard.frame_sizes.get(camera),
+        frame_size=shard.frame_sizes.get(camera),
     )
 
 

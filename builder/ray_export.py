@@ -178,7 +178,7 @@ def _ref_key(ref: FileRef | None) -> list | None:
 
 
 #: Selection fields that say how a shard is computed, not what it holds (the output is the same).
-_HOW_NOT_WHAT = ("decoder_threading", "encode_threads", "sibling_jobs")
+_HOW_NOT_WHAT = ("encode_threads", "sibling_jobs")
 
 
 def shard_fingerprint(shard: Shard, selection: Selection, features: datasets.Features, version: str) -> str:

@@ -672,13 +672,11 @@ class CameraFrames:
         quality: int,
         label: str,
         on_corrupt: str = "error",
-        thread_type: str | None = None,
         frame_size: FrameSize | None = None,
     ):
         if on_corrupt not in ("error", "skip"):
             raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
         self._on_corrupt = on_corrupt
-        self._thread_type = thread_type
         self._damage: dict[int, VideoDamage] = {}
         self.damaged: dict[str, VideoDamage] = {}
         self.skipped: dict[str, set[int]] = {}
@@ -844,7 +842,7 @@ class CameraFrames:
                 expected_errors=damage.error_pts,
             )
         else:
-            self._decoder = iter_decoded_frames(self._file, chunk.file.label, thread_type=self._thread_type)
+            self._decoder = iter_decoded_frames(self._file, chunk.file.label)
         self._chunk_index = chunk_index
         self._next_position = 0
 

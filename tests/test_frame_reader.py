@@ -287,7 +287,7 @@ def test_frame_tables_of_a_job_whose_sibling_is_done_are_the_same(long_recording
     jobs = SiblingJobs(str(tmp_path / "jobs"), num_jobs=2)
     os.mkdir(jobs.directory)
     jobs.finish(1)
-    boosted = dataclasses.replace(selection, encode_threads=1, decoder_threading="NONE", sibling_jobs=jobs)
+    boosted = dataclasses.replace(selection, encode_threads=1, sibling_jobs=jobs)
     threads = _EncodingThreads(monkeypatch)
     for shard in shards[:2]:
         expected = pa.concat_tables(frame_tables(shard, selection, features))
@@ -346,14 +346,14 @@ def test_without_a_temporary_folder_a_num_proc_prepare_runs_without_sharing(long
 
 def test_a_one_shard_split_with_num_proc_keeps_the_one_process_threading(tmp_path, monkeypatch):
     """`datasets` runs a one-shard split in the calling process whatever ``num_proc``: it keeps the
-    decoder threads and the encode pool, not the settings meant for one process among several."""
+    encode pool, not the settings meant for one process among several."""
     spec = SampleSpec(recordings=("s1-d1",), num_samples=20, chunk_frames=64, layout="flat")
     release = write_sample(str(tmp_path / "release"), spec)
     seen = []
     tables = rat7m.frame_tables
 
     def recording_tables(shard, selection, *args, **kwargs):
-        seen.append((selection.decoder_threading, selection.encode_threads, selection.sibling_jobs))
+        seen.append((selection.encode_threads, selection.sibling_jobs))
         return tables(shard, selection, *args, **kwargs)
 
     monkeypatch.setattr(rat7m, "frame_tables", recording_tables)
@@ -361,7 +361,7 @@ def test_a_one_shard_split_with_num_proc_keeps_the_one_process_threading(tmp_pat
         "frames", "train", data_dir=release.root, cache_dir=str(tmp_path / "c"), cameras=[2], num_proc=2
     )
     assert one_shard.num_rows == 20
-    assert seen == [(None, 2, None)]
+    assert seen == [(2, None)]
 
 
 def _shards(release, config: str = "frames"):

@@ -284,7 +284,7 @@ def test_fingerprint_depends_on_what_a_shard_holds_not_how_it_is_computed(sample
     splits, selection = builder.plan()
     shard, features, version = splits["train"][0], builder.info.features, str(builder.VERSION)
     fingerprint = ray_export.shard_fingerprint(shard, selection, features, version)
-    single = dataclasses.replace(selection, decoder_threading="NONE", encode_threads=1)
+    single = dataclasses.replace(selection, encode_threads=1)
     assert ray_export.shard_fingerprint(shard, single, features, version) == fingerprint
     lower_quality = dataclasses.replace(selection, jpeg_quality=selection.jpeg_quality - 1)
     assert ray_export.shard_fingerprint(shard, lower_quality, features, version) != fingerprint
